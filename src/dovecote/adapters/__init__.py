@@ -1,0 +1,1 @@
+"""Protocol adapters: the only place a protocol meets the core."""

@@ -1,0 +1,552 @@
+"""STOMP sessions: one per connection, translating frames to core calls and deliveries back.
+
+Headers the broker acts on (ActiveMQ's names); every other header passes through unchanged:
+
+==========================  ====================================================
+SEND header                 effect
+==========================  ====================================================
+``destination``             see :mod:`dovecote.adapters.stomp_mapping`
+``persistent: true``        journaled on durable queues; RECEIPT after durable
+``priority: 0-9``           dispatch priority (default 4)
+``expires: <epoch ms>``     never delivered after this time (0: never expires)
+``reply-to``                temp destinations rewritten to ``/remote-temp-*``
+``transaction``             held until COMMIT
+``receipt``                 RECEIPT once accepted (and durable, if persistent)
+==========================  ====================================================
+
+SUBSCRIBE takes ``ack`` (auto, client, client-individual), ``activemq.prefetchSize``, and, on a
+topic, ``activemq.subscriptionName`` (or ``durable-subscription-name``) with the CONNECT
+``client-id`` for a durable subscription. MESSAGE frames carry ``message-id``,
+``destination``, ``subscription``, ``ack`` (1.2, unless auto), ``redelivered``,
+``persistent``, ``priority``, ``expires``, ``timestamp`` and the sender's headers.
+
+Any error is answered with an ERROR frame whose ``message`` header says what went wrong
+(never Python's exception text), and the connection is closed, as STOMP 1.2 "ERROR" requires.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from dovecote.adapters.stomp_mapping import (
+    destination_from_core,
+    destination_to_core,
+    reply_to_from_client,
+)
+from dovecote.core.errors import CoreError, ErrorCode, InvalidRequest, NotFound
+from dovecote.core.message import MAX_PRIORITY, Message, QueueEntry, RoutingType
+from dovecote.core.queue import DEFAULT_PREFETCH, AckMode, Consumer, consumer_queue
+from dovecote.core.router import Router
+from dovecote.core.tx import MAX_TRANSACTION_OPERATIONS, Transaction
+from dovecote.protocols._errors import ProtocolError
+from dovecote.protocols.stomp import (
+    NEED_DATA,
+    Command,
+    Frame,
+    FrameLimits,
+    Role,
+    State,
+    StompConnection,
+    UnsupportedVersion,
+)
+from dovecote.protocols.stomp.connection import (
+    SUPPORTED_VERSIONS,
+    negotiate_version,
+    parse_heart_beat,
+)
+from dovecote.protocols.stomp.frames import encode_frame, escape
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "dovecote/0.1.0"
+MIN_HEART_BEAT_MS = 100  # we never promise to send, or ask to receive, more often than this
+
+# SEND headers consumed by the broker rather than passed through to subscribers.
+_NOT_PASSED_THROUGH = frozenset(
+    {
+        "destination",
+        "transaction",
+        "receipt",
+        "content-length",
+        "persistent",
+        "priority",
+        "expires",
+        "message-id",
+        "subscription",
+        "ack",
+        "redelivered",
+        "timestamp",
+    }
+)
+
+# One table from core error codes to the ERROR frame's summary, used by ``_fail``.
+_CORE_ERROR_SUMMARY = {
+    ErrorCode.NOT_FOUND: "Not found",
+    ErrorCode.INVALID: "Invalid request",
+    ErrorCode.CONFLICT: "Conflict",
+    ErrorCode.RESOURCE_LIMIT: "Resource limit exceeded",
+    ErrorCode.UNAVAILABLE: "Service unavailable",
+}
+
+
+class Link(Protocol):
+    """What a session needs from its connection (implemented by the transport)."""
+
+    connection_id: str
+    last_received: float
+    last_sent: float
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self, reason: str) -> None: ...
+
+    def now(self) -> float: ...
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> _Timer: ...
+
+
+class _Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Subscription:
+    """One SUBSCRIBE: its consumer and the pre-encoded start of its MESSAGE frames."""
+
+    __slots__ = ("consumer", "destination", "durable_name", "id", "number", "prefix")
+
+    def __init__(self, sub_id: str, number: int, destination: str, version: str) -> None:
+        self.id = sub_id
+        self.number = number
+        self.destination = destination
+        self.durable_name: str | None = None
+        self.prefix = f"MESSAGE\nsubscription:{escape(sub_id, version)}\n".encode()
+        self.consumer: Consumer | None = None
+
+
+class MessageEncoder:
+    """Encodes the part of a MESSAGE frame shared by every subscriber of one message.
+
+    It remembers the last message it encoded, so a topic fan-out encodes headers and body
+    once, not once per subscription. One encoder serves every session of a broker.
+    """
+
+    __slots__ = ("_last", "_last_tail", "_last_version")
+
+    def __init__(self) -> None:
+        self._last: Message | None = None
+        self._last_version = ""
+        self._last_tail = b""
+
+    def tail(self, message: Message, version: str) -> bytes:
+        if message is self._last and version == self._last_version:
+            return self._last_tail
+        destination = destination_from_core(message.routing, message.address)
+        lines = [
+            f"message-id:{escape(message.message_id, version)}\n"
+            f"destination:{escape(destination, version)}\n"
+            f"expires:{message.expires}\npriority:{message.priority}\n"
+            f"timestamp:{message.timestamp}\n"
+        ]
+        if message.persistent:
+            lines.append("persistent:true\n")
+        for name, value in message.properties.items():
+            lines.append(f"{escape(name, version)}:{escape(value, version)}\n")
+        lines.append(f"content-length:{len(message.body)}\n\n")
+        tail = b"".join(("".join(lines).encode(), message.body, b"\0"))
+        self._last, self._last_version, self._last_tail = message, version, tail
+        return tail
+
+
+class StompSession:
+    """The STOMP side of one connection."""
+
+    def __init__(
+        self,
+        link: Link,
+        router: Router,
+        encoder: MessageEncoder,
+        *,
+        limits: FrameLimits | None = None,
+        max_subscriptions: int = 1000,
+        max_transactions: int = 100,
+    ) -> None:
+        self._link = link
+        self._router = router
+        self._encoder = encoder
+        self._stomp = StompConnection(Role.SERVER, limits)
+        self._subscriptions: dict[str, Subscription] = {}
+        self._by_number: dict[int, Subscription] = {}
+        self._next_number = 1
+        self._transactions: dict[str, Transaction] = {}
+        self._max_subscriptions = max_subscriptions
+        self._max_transactions = max_transactions
+        self._client_id: str | None = None
+        self._timer: _Timer | None = None
+        self._paused = False
+        self._closed = False
+        self._handlers: dict[Command, Callable[[Frame], None]] = {
+            Command.CONNECT: self._on_connect,
+            Command.STOMP: self._on_connect,
+            Command.SEND: self._on_send,
+            Command.SUBSCRIBE: self._on_subscribe,
+            Command.UNSUBSCRIBE: self._on_unsubscribe,
+            Command.ACK: self._on_ack,
+            Command.NACK: self._on_nack,
+            Command.BEGIN: self._on_begin,
+            Command.COMMIT: self._on_commit,
+            Command.ABORT: self._on_abort,
+            Command.DISCONNECT: self._on_disconnect,
+        }
+
+    @property
+    def version(self) -> str:
+        return self._stomp.version
+
+    # --- transport callbacks ------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        stomp = self._stomp
+        frame: Frame | None = None
+        try:
+            stomp.receive_data(data)
+            while not self._closed:
+                event = stomp.next_event()
+                if event is NEED_DATA:
+                    return
+                assert isinstance(event, Frame)
+                frame = event
+                self._handlers[frame.command](frame)
+        except (ProtocolError, CoreError) as exc:
+            self._fail(exc, frame)
+
+    def connection_lost(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._closed = True
+        for tx in self._transactions.values():
+            tx.abort()
+        self._transactions.clear()
+        for sub in self._subscriptions.values():
+            if sub.consumer is not None:
+                self._router.unsubscribe(sub.consumer)
+        self._subscriptions.clear()
+        self._by_number.clear()
+        self._router.delete_owned(self._link.connection_id)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+        for sub in self._subscriptions.values():
+            if sub.consumer is not None:
+                sub.consumer.paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        for sub in list(self._subscriptions.values()):
+            consumer = sub.consumer
+            if consumer is not None and consumer.queue is not None:
+                consumer.queue.resume(consumer)
+
+    # --- core callback ------------------------------------------------------------------------
+
+    def deliver(self, consumer: Consumer, entry: QueueEntry) -> None:
+        sub = consumer.key
+        assert isinstance(sub, Subscription)
+        version = self._stomp.version
+        head = sub.prefix
+        if not consumer.auto_ack and version == "1.2":
+            head += b"ack:%d-%d\n" % (sub.number, entry.seq)
+        if entry.delivery_count > 1:
+            head += b"redelivered:true\n"
+        self._link.write(head + self._encoder.tail(entry.message, version))
+
+    # --- frame handlers -----------------------------------------------------------------------
+
+    def _on_connect(self, frame: Frame) -> None:
+        headers = frame.headers
+        version = negotiate_version(headers.get("accept-version"))
+        self._client_id = headers.get("client-id") or None
+        cx, cy = parse_heart_beat(headers.get("heart-beat"))
+        # We send as often as the client wants and want what it offers, within a floor.
+        ours = (max(cy, MIN_HEART_BEAT_MS) if cy else 0, max(cx, MIN_HEART_BEAT_MS) if cx else 0)
+        reply = {"server": SERVER_NAME, "session": self._link.connection_id}
+        if version != "1.0":
+            reply = {"version": version, "heart-beat": f"{ours[0]},{ours[1]}", **reply}
+        self._link.write(self._stomp.send(Frame(Command.CONNECTED, reply)))
+        self._start_heart_beats()
+
+    def _on_send(self, frame: Frame) -> None:
+        headers = frame.headers
+        router = self._router
+        destination = destination_to_core(headers["destination"], self._link.connection_id)
+        properties = {k: v for k, v in headers.items() if k not in _NOT_PASSED_THROUGH}
+        reply_to = properties.get("reply-to")
+        if reply_to is not None:
+            properties["reply-to"] = reply_to_from_client(reply_to, self._link.connection_id)
+        persistent = headers.get("persistent", "false").lower() == "true"
+        message = Message(
+            router.new_message_id(),
+            destination.address,
+            destination.routing,
+            frame.body,
+            properties,
+            persistent,
+            _priority(headers.get("priority")),
+            _expires(headers.get("expires")),
+            router.now_ms(),
+        )
+        if (
+            destination.temporary
+            and destination.routing is RoutingType.ANYCAST
+            and router.queue(destination.address) is None
+        ):
+            owner = self._link.connection_id
+            router.get_or_create_queue(destination.address, temporary_owner=owner)
+        tx_id = headers.get("transaction")
+        if tx_id is not None:
+            self._transaction(tx_id).add_send(message)
+            self._receipt(frame)
+            return
+        router.send(message)
+        if persistent:
+            self._receipt_when_durable(frame)
+        else:
+            self._receipt(frame)
+
+    def _on_subscribe(self, frame: Frame) -> None:
+        headers = frame.headers
+        destination_text = headers["destination"]
+        sub_id = headers.get("id", destination_text)  # STOMP 1.0 allows no id
+        if sub_id in self._subscriptions:
+            raise InvalidRequest(f"subscription id {sub_id!r} is already in use on this connection")
+        if len(self._subscriptions) >= self._max_subscriptions:
+            raise InvalidRequest(f"more than {self._max_subscriptions} subscriptions")
+        ack_mode = headers.get("ack", AckMode.AUTO)
+        if ack_mode not in AckMode.ALL:
+            raise InvalidRequest(f"unknown ack mode {ack_mode[:40]!r}")
+        prefetch = _positive_int(
+            headers.get("activemq.prefetchSize"), "activemq.prefetchSize", DEFAULT_PREFETCH
+        )
+        destination = destination_to_core(destination_text, self._link.connection_id)
+        sub = Subscription(sub_id, self._next_number, destination_text, self._stomp.version)
+        consumer = Consumer(sub, self, ack_mode=ack_mode, prefetch=prefetch)
+        consumer.paused = self._paused
+        sub.consumer = consumer
+        if destination.routing is RoutingType.ANYCAST:
+            owner = self._link.connection_id if destination.temporary else None
+            self._router.consume_queue(destination.address, consumer, owner=owner)
+        else:
+            durable = headers.get("activemq.subscriptionName") or headers.get(
+                "durable-subscription-name"
+            )
+            if durable:
+                if not self._client_id:
+                    raise InvalidRequest("a durable subscription needs a client-id on CONNECT")
+                sub.durable_name = f"{self._client_id}.{durable}"
+            self._router.subscribe_topic(
+                destination.address, consumer, durable_name=sub.durable_name
+            )
+        self._next_number += 1
+        self._subscriptions[sub_id] = sub
+        self._by_number[sub.number] = sub
+        self._receipt(frame)
+
+    def _on_unsubscribe(self, frame: Frame) -> None:
+        headers = frame.headers
+        sub_id = headers.get("id") or headers.get("destination", "")
+        sub = self._subscriptions.pop(sub_id, None)
+        if sub is None:
+            raise NotFound(f"no subscription {sub_id[:100]!r} on this connection")
+        del self._by_number[sub.number]
+        if sub.consumer is not None:
+            self._router.unsubscribe(sub.consumer)
+        durable = headers.get("activemq.subscriptionName") or headers.get(
+            "durable-subscription-name"
+        )
+        if durable and self._client_id:
+            # ActiveMQ: UNSUBSCRIBE naming the subscription removes the durable subscription.
+            self._router.delete_durable_subscription(f"{self._client_id}.{durable}")
+        self._receipt(frame)
+
+    def _on_ack(self, frame: Frame) -> None:
+        self._settle(frame, ack=True)
+
+    def _on_nack(self, frame: Frame) -> None:
+        self._settle(frame, ack=False)
+
+    def _settle(self, frame: Frame, *, ack: bool) -> None:
+        consumer, seq = self._find_delivery(frame.headers)
+        tx_id = frame.headers.get("transaction")
+        if tx_id is not None:
+            self._transaction(tx_id).add_ack(consumer, seq, ack=ack)
+        elif ack:
+            consumer_queue(consumer).ack(consumer, seq)
+        else:
+            consumer_queue(consumer).nack(consumer, seq)
+        self._receipt(frame)
+
+    def _on_begin(self, frame: Frame) -> None:
+        tx_id = frame.headers["transaction"]
+        if tx_id in self._transactions:
+            raise InvalidRequest(f"transaction {tx_id[:100]!r} is already open")
+        if len(self._transactions) >= self._max_transactions:
+            raise InvalidRequest(f"more than {self._max_transactions} open transactions")
+        self._transactions[tx_id] = Transaction(tx_id)
+        self._receipt(frame)
+
+    def _on_commit(self, frame: Frame) -> None:
+        tx = self._transactions.pop(frame.headers["transaction"], None)
+        if tx is None:
+            raise NotFound(f"no open transaction {frame.headers['transaction'][:100]!r}")
+        tx.commit(self._router)
+        self._receipt_when_durable(frame)
+
+    def _on_abort(self, frame: Frame) -> None:
+        tx = self._transactions.pop(frame.headers["transaction"], None)
+        if tx is None:
+            raise NotFound(f"no open transaction {frame.headers['transaction'][:100]!r}")
+        tx.abort()
+        self._receipt(frame)
+
+    def _on_disconnect(self, frame: Frame) -> None:
+        # Whatever was sent before DISCONNECT is confirmed before its receipt goes out.
+        receipt = frame.headers.get("receipt")
+        if receipt is None:
+            self._close("client disconnected")
+            return
+
+        def confirm() -> None:
+            if not self._closed:
+                self._link.write(self._stomp.send(Frame(Command.RECEIPT, {"receipt-id": receipt})))
+                self._close("client disconnected")
+
+        self._router.call_when_durable(confirm)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _find_delivery(self, headers: Mapping[str, str]) -> tuple[Consumer, int]:
+        """The (consumer, seq) an ACK or NACK names: ``id`` (1.2) or ``message-id`` (1.0/1.1)."""
+        ack_id = headers.get("id")
+        if ack_id is not None and self._stomp.version == "1.2":
+            number, dash, seq_text = ack_id.partition("-")
+            sub = self._by_number.get(int(number)) if number.isdigit() else None
+            if sub is not None and dash and seq_text.isdigit() and sub.consumer is not None:
+                seq = int(seq_text)
+                if seq in sub.consumer.in_flight:
+                    return sub.consumer, seq
+            raise NotFound(f"ACK/NACK of unknown id {ack_id[:100]!r}")
+        message_id = headers.get("message-id") or ack_id or ""
+        sub_id = headers.get("subscription")
+        candidates = (
+            [self._subscriptions[sub_id]]
+            if sub_id in self._subscriptions
+            else list(self._subscriptions.values())
+            if sub_id is None
+            else []
+        )
+        for sub in candidates:
+            if sub.consumer is not None:
+                found = sub.consumer.find_in_flight(message_id)
+                if found is not None:
+                    return sub.consumer, found
+        raise NotFound(f"ACK/NACK of unknown message-id {message_id[:100]!r}")
+
+    def _transaction(self, tx_id: str) -> Transaction:
+        tx = self._transactions.get(tx_id)
+        if tx is None:
+            raise NotFound(f"no open transaction {tx_id[:100]!r}")
+        if tx.size >= MAX_TRANSACTION_OPERATIONS:
+            raise InvalidRequest(
+                f"transaction {tx_id[:100]!r} exceeds {MAX_TRANSACTION_OPERATIONS} operations"
+            )
+        return tx
+
+    def _receipt(self, frame: Frame) -> None:
+        receipt = frame.headers.get("receipt")
+        if receipt is not None:
+            self._link.write(self._stomp.send(Frame(Command.RECEIPT, {"receipt-id": receipt})))
+
+    def _receipt_when_durable(self, frame: Frame) -> None:
+        receipt = frame.headers.get("receipt")
+        if receipt is None:
+            return
+
+        def confirm() -> None:
+            if not self._closed and self._stomp.state is State.OPEN:
+                self._link.write(self._stomp.send(Frame(Command.RECEIPT, {"receipt-id": receipt})))
+
+        self._router.call_when_durable(confirm)
+
+    def _fail(self, exc: ProtocolError | CoreError, frame: Frame | None) -> None:
+        """Answer with an ERROR frame naming what went wrong, then close the connection."""
+        summary = _CORE_ERROR_SUMMARY[exc.code] if isinstance(exc, CoreError) else "Protocol error"
+        detail = exc.message
+        headers = {"message": f"{summary}: {detail}", "content-type": "text/plain"}
+        if isinstance(exc, UnsupportedVersion):
+            headers["version"] = ",".join(SUPPORTED_VERSIONS)
+        if frame is not None and "receipt" in frame.headers:
+            headers["receipt-id"] = frame.headers["receipt"]
+        if self._stomp.state is not State.ERROR:
+            self._link.write(self._stomp.send(Frame(Command.ERROR, headers, detail.encode())))
+        else:
+            # The decoder already failed and the state machine is in ERROR: encode directly.
+            self._link.write(encode_frame(Frame(Command.ERROR, headers, detail.encode()), "1.0"))
+        log.info("closing %s: %s", self._link.connection_id, headers["message"])
+        self._close(headers["message"])
+
+    def _close(self, reason: str) -> None:
+        self._closed = True
+        self._link.close(reason)
+
+    def _start_heart_beats(self) -> None:
+        intervals = [
+            ms for ms in (self._stomp.send_heartbeat_ms, self._stomp.receive_heartbeat_ms) if ms
+        ]
+        if intervals:
+            self._timer = self._link.call_later(min(intervals) / 2000, self._on_heart_beat_timer)
+
+    def _on_heart_beat_timer(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        link, stomp = self._link, self._stomp
+        now = link.now()
+        dead_after = stomp.receive_deadline(link.last_received)
+        if dead_after is not None and now > dead_after:
+            self._close("heart-beat timeout: nothing received from the client")
+            return
+        send_by = stomp.send_deadline(link.last_sent)
+        if send_by is not None and now >= send_by - stomp.send_heartbeat_ms / 2000:
+            link.write(b"\n")
+        self._start_heart_beats()
+
+
+def _priority(value: str | None) -> int:
+    if value is None:
+        return 4
+    try:
+        return min(MAX_PRIORITY, max(0, int(value)))
+    except ValueError:
+        raise InvalidRequest(f"priority must be an integer 0-9, not {value[:20]!r}") from None
+
+
+def _expires(value: str | None) -> int:
+    if value is None:
+        return 0
+    try:
+        expires = int(value)
+    except ValueError:
+        raise InvalidRequest(f"expires must be epoch milliseconds, not {value[:20]!r}") from None
+    return max(0, expires)
+
+
+def _positive_int(value: str | None, name: str, default: int) -> int:
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be an integer, not {value[:20]!r}") from None
+    return max(1, number)

@@ -1,0 +1,86 @@
+"""STOMP names and headers <-> core addresses and messages: one function per direction.
+
+Destinations (ActiveMQ's STOMP names; ``<c>`` is the owning connection's id):
+
+=============================  =========================================  =================
+STOMP destination              core                                       notes
+=============================  =========================================  =================
+``/queue/orders``              anycast ``orders``                         created on use
+``/topic/prices.eu``           multicast ``prices.eu``                    ``*``/``>`` in SUBSCRIBE
+``/temp-queue/r1``             anycast ``ID:<c>:r1``, owned by ``<c>``    deleted with ``<c>``
+``/temp-topic/r1``             multicast ``ID:<c>:r1``
+``/remote-temp-queue/ID:..``   anycast ``ID:..``                          how others reply
+``/remote-temp-topic/ID:..``   multicast ``ID:..``
+=============================  =========================================  =================
+
+Anything else is refused: ActiveMQ, too, needs a ``/queue/`` or ``/topic/`` prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dovecote.core.errors import InvalidRequest
+from dovecote.core.message import RoutingType
+
+QUEUE = "/queue/"
+TOPIC = "/topic/"
+TEMP_QUEUE = "/temp-queue/"
+TEMP_TOPIC = "/temp-topic/"
+REMOTE_TEMP_QUEUE = "/remote-temp-queue/"
+REMOTE_TEMP_TOPIC = "/remote-temp-topic/"
+TEMP_PREFIX = "ID:"
+
+
+@dataclass(frozen=True, slots=True)
+class CoreDestination:
+    routing: RoutingType
+    address: str
+    temporary: bool = False  # a temp queue/topic created by (and owned by) this connection
+
+
+def destination_to_core(destination: str, connection_id: str) -> CoreDestination:
+    """Map a STOMP destination header to a core address (see the module table)."""
+    for prefix, routing in ((QUEUE, RoutingType.ANYCAST), (TOPIC, RoutingType.MULTICAST)):
+        if destination.startswith(prefix):
+            name = destination[len(prefix) :]
+            if not name:
+                break
+            return CoreDestination(routing, name)
+    for prefix, routing in (
+        (TEMP_QUEUE, RoutingType.ANYCAST),
+        (TEMP_TOPIC, RoutingType.MULTICAST),
+    ):
+        if destination.startswith(prefix) and len(destination) > len(prefix):
+            name = destination[len(prefix) :]
+            return CoreDestination(routing, f"{TEMP_PREFIX}{connection_id}:{name}", temporary=True)
+    for prefix, routing in (
+        (REMOTE_TEMP_QUEUE, RoutingType.ANYCAST),
+        (REMOTE_TEMP_TOPIC, RoutingType.MULTICAST),
+    ):
+        if destination.startswith(prefix + TEMP_PREFIX):
+            return CoreDestination(routing, destination[len(prefix) :])
+    raise InvalidRequest(
+        f"invalid destination {destination[:200]!r}: use /queue/<name> or /topic/<name>"
+    )
+
+
+def destination_from_core(routing: RoutingType, address: str) -> str:
+    """Map a core address back to the STOMP destination a subscriber sees."""
+    if address.startswith(TEMP_PREFIX):
+        prefix = REMOTE_TEMP_QUEUE if routing is RoutingType.ANYCAST else REMOTE_TEMP_TOPIC
+    else:
+        prefix = QUEUE if routing is RoutingType.ANYCAST else TOPIC
+    return prefix + address
+
+
+def reply_to_from_client(value: str, connection_id: str) -> str:
+    """Rewrite a ``reply-to`` of this connection's temp destination to the form others can use.
+
+    ``/temp-queue/r1`` from connection ``c7`` becomes ``/remote-temp-queue/ID:c7:r1``, as in
+    ActiveMQ; every other value passes through unchanged.
+    """
+    if value.startswith((TEMP_QUEUE, TEMP_TOPIC)):
+        core = destination_to_core(value, connection_id)
+        return destination_from_core(core.routing, core.address)
+    return value

@@ -1,0 +1,151 @@
+"""The ``dovecote`` command: run a broker, send and receive from a shell, benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from dovecote.config import DEFAULT_LISTEN, BrokerConfig
+
+log = logging.getLogger("dovecote")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["bench"]:
+        from dovecote.bench import main as bench_main
+
+        return bench_main(args[1:])
+    parser = _parser()
+    ns = parser.parse_args(args)
+    if ns.command is None:
+        parser.print_help()
+        return 2
+    handler = {"run": _run, "send": _send, "receive": _receive}[ns.command]
+    return handler(ns)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dovecote", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run a broker in the foreground")
+    run.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("data"),
+        help="where the broker keeps its state (default: ./data)",
+    )
+    run.add_argument(
+        "--listen",
+        action="append",
+        metavar="URI",
+        help=f"listener URI, repeatable (default: {DEFAULT_LISTEN})",
+    )
+    run.add_argument("--log-level", default="INFO")
+    for name, text in (("send", "send one message"), ("receive", "receive messages")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("destination", help="/queue/NAME or /topic/NAME")
+        cmd.add_argument("--host", default="127.0.0.1")
+        cmd.add_argument("--port", type=int, default=61613)
+        if name == "send":
+            cmd.add_argument("body")
+            cmd.add_argument("--header", "-H", action="append", default=[], metavar="NAME:VALUE")
+            cmd.add_argument("--persistent", action="store_true")
+        else:
+            cmd.add_argument("-n", type=int, default=1, help="how many messages (default 1)")
+            cmd.add_argument(
+                "--timeout",
+                type=float,
+                default=None,
+                help="give up after this many seconds without a message",
+            )
+    sub.add_parser("bench", help="benchmarks (dovecote bench --help)")
+    return parser
+
+
+def _run(ns: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = BrokerConfig(listen=tuple(ns.listen or (DEFAULT_LISTEN,)), data_dir=ns.data_dir)
+        config.listen_addresses()
+    except ValueError as exc:
+        print(f"dovecote: {exc}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+    except ImportError:
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        runner(_serve(config))
+    except OSError as exc:
+        print(f"dovecote: cannot start: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(config: BrokerConfig) -> None:
+    from dovecote.server import Broker
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Broker(config) as broker:
+        print(f"dovecote listening on {', '.join(broker.urls)}", flush=True)
+        await stop.wait()
+        log.info("shutting down")
+
+
+def _send(ns: argparse.Namespace) -> int:
+    from dovecote.client.stomp import StompClient, StompClientError
+
+    headers = {}
+    for item in ns.header:
+        name, colon, value = item.partition(":")
+        if not colon:
+            print(f"dovecote: header {item!r} is not NAME:VALUE", file=sys.stderr)
+            return 2
+        headers[name] = value
+    if ns.persistent:
+        headers["persistent"] = "true"
+    try:
+        with StompClient(ns.host, ns.port) as client:
+            client.send(ns.destination, ns.body.encode(), headers)
+    except (OSError, StompClientError) as exc:
+        print(f"dovecote: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _receive(ns: argparse.Namespace) -> int:
+    from dovecote.client.stomp import StompClient, StompClientError
+
+    try:
+        with StompClient(ns.host, ns.port) as client:
+            client.subscribe(ns.destination, ack="client-individual")
+            for _ in range(ns.n):
+                frame = client.receive(timeout=ns.timeout)
+                sys.stdout.buffer.write(frame.body + b"\n")
+                sys.stdout.flush()
+                client.ack(frame)
+    except TimeoutError:
+        print("dovecote: no message before the timeout", file=sys.stderr)
+        return 1
+    except (OSError, StompClientError) as exc:
+        print(f"dovecote: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

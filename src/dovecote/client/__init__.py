@@ -1,0 +1,1 @@
+"""Client side: the same sans-I/O codecs in the client role."""

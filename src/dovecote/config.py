@@ -1,0 +1,33 @@
+"""Broker configuration: one validated dataclass, built from the CLI or by embedding code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dovecote.protocols.stomp import FrameLimits
+from dovecote.transport.connection import ConnectionLimits
+from dovecote.transport.listener import ListenAddress
+
+DEFAULT_LISTEN = "stomp://127.0.0.1:61613"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """Everything a broker is built from. ``listen`` holds ActiveMQ-style URIs."""
+
+    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    data_dir: Path | None = None
+    name: str = "dovecote"
+    frame_limits: FrameLimits = field(default_factory=FrameLimits)
+    connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    max_connections: int = 10_000
+    max_subscriptions_per_connection: int = 1000
+    max_transactions_per_connection: int = 100
+    shutdown_timeout: float = 5.0
+
+    def listen_addresses(self) -> list[ListenAddress]:
+        """Parse every ``listen`` URI; raises ValueError naming the bad one."""
+        if not self.listen:
+            raise ValueError("at least one listener is needed")
+        return [ListenAddress.parse(uri) for uri in self.listen]

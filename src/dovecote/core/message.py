@@ -1,0 +1,60 @@
+"""Messages as the core sees them, and the per-queue entry that tracks one delivery.
+
+A :class:`Message` is immutable and shared by every queue it is routed to (a topic with ten
+subscriptions holds one message, not ten). A :class:`QueueEntry` is a message's place in one
+queue: its sequence number there and how often it has been delivered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+DEFAULT_PRIORITY = 4
+MAX_PRIORITY = 9
+
+
+class RoutingType(Enum):
+    """How an address routes: to one queue (point-to-point) or to every subscription (topic)."""
+
+    ANYCAST = "anycast"
+    MULTICAST = "multicast"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """An application message. ``properties`` are the headers the sender set (passed through
+    unchanged to every protocol); the named fields are the ones the broker itself acts on."""
+
+    message_id: str
+    address: str
+    routing: RoutingType
+    body: bytes
+    properties: Mapping[str, str] = field(default_factory=dict)
+    persistent: bool = False
+    priority: int = DEFAULT_PRIORITY
+    expires: int = 0  # epoch milliseconds; 0 means never
+    timestamp: int = 0  # epoch milliseconds when the broker accepted it
+
+    def is_expired(self, now_ms: int) -> bool:
+        return self.expires != 0 and now_ms >= self.expires
+
+
+class QueueEntry:
+    """A message held by one queue. ``seq`` is unique within the queue and orders FIFO."""
+
+    __slots__ = ("delivery_count", "message", "seq")
+
+    def __init__(self, message: Message, seq: int, delivery_count: int = 0) -> None:
+        self.message = message
+        self.seq = seq
+        self.delivery_count = delivery_count
+
+    @property
+    def redelivered(self) -> bool:
+        """True once the message has been handed to a consumer before this delivery."""
+        return self.delivery_count > 1
+
+    def __repr__(self) -> str:
+        return f"<QueueEntry #{self.seq} {self.message.message_id} x{self.delivery_count}>"

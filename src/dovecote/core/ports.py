@@ -1,0 +1,51 @@
+"""What the core needs from outside, as Protocols implemented elsewhere and injected.
+
+- :class:`Store` makes durable what must survive a restart. Calls are made synchronously from
+  the core as state changes; an implementation may batch them (group commit) and reports
+  durability through :meth:`Store.call_when_durable`.
+- :class:`Clock` gives wall-clock milliseconds (timestamps, expiry).
+- :class:`DeliverySink` is how a queue hands a message to a consumer's connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from dovecote.core.message import Message, QueueEntry
+    from dovecote.core.queue import Consumer
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int:
+        """Milliseconds since the epoch."""
+        ...
+
+
+class Store(Protocol):
+    def record_queue(self, name: str, address: str, filter_: str | None) -> None:
+        """A durable queue (or durable subscription) now exists."""
+        ...
+
+    def forget_queue(self, name: str) -> None:
+        """A durable queue and everything in it is gone."""
+        ...
+
+    def record_message(self, queue: str, seq: int, message: Message) -> None:
+        """A persistent message was added to a durable queue at ``seq``."""
+        ...
+
+    def record_ack(self, queue: str, seq: int) -> None:
+        """The message at ``seq`` left the queue for good (acknowledged, expired, purged)."""
+        ...
+
+    def call_when_durable(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once everything recorded so far is durable."""
+        ...
+
+
+class DeliverySink(Protocol):
+    def deliver(self, consumer: Consumer, entry: QueueEntry) -> None:
+        """Send ``entry`` to the consumer's peer. Must not call back into the queue."""
+        ...

@@ -1,0 +1,300 @@
+"""A queue: ready messages in priority order, its consumers, and dispatch by credit.
+
+Invariants:
+- Every message in the queue is in exactly one place: ``ready`` (one FIFO per priority) or one
+  consumer's ``in_flight``. Auto-acknowledging consumers hold nothing in flight: a message
+  handed to them has left the queue.
+- A consumer gets a message only while it has credit: it is not paused (its connection's
+  outbound buffer is below the limit) and, unless it auto-acknowledges, it holds fewer than
+  ``prefetch`` unacknowledged messages.
+- Consumers are served round robin, each dispatch starting after the last one served.
+- A message that goes back to the queue (nack, consumer gone) goes to the front of its priority
+  level, in its original order, and is marked redelivered on its next delivery.
+- Expired messages are never delivered: dispatch drops them (and tells the store).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from dovecote.core.errors import NotFound
+from dovecote.core.message import MAX_PRIORITY, Message, QueueEntry
+
+if TYPE_CHECKING:
+    from dovecote.core.ports import DeliverySink, Store
+
+DEFAULT_PREFETCH = 1000
+
+
+class AckMode:
+    """How a consumer settles deliveries (STOMP's ``ack`` header values)."""
+
+    AUTO = "auto"  # settled when sent
+    CLIENT = "client"  # an ack settles this delivery and every earlier one (cumulative)
+    INDIVIDUAL = "client-individual"  # an ack settles one delivery
+
+    ALL = frozenset({AUTO, CLIENT, INDIVIDUAL})
+
+
+class Consumer:
+    """One subscriber on one queue. The adapter owns it; the queue hands it messages."""
+
+    __slots__ = (
+        "ack_mode",
+        "auto_ack",
+        "in_flight",
+        "key",
+        "paused",
+        "prefetch",
+        "queue",
+        "sink",
+    )
+
+    def __init__(
+        self,
+        key: object,
+        sink: DeliverySink,
+        *,
+        ack_mode: str = AckMode.AUTO,
+        prefetch: int = DEFAULT_PREFETCH,
+    ) -> None:
+        self.key = key  # opaque to the core: the adapter's handle for this subscription
+        self.sink = sink
+        self.ack_mode = ack_mode
+        self.auto_ack = ack_mode == AckMode.AUTO
+        self.prefetch = max(1, prefetch)
+        self.paused = False
+        self.in_flight: dict[int, QueueEntry] = {}  # seq -> entry, in delivery order
+        self.queue: Queue | None = None
+
+    def __repr__(self) -> str:
+        return f"<Consumer {self.key!r} {self.ack_mode} in-flight={len(self.in_flight)}>"
+
+    def has_credit(self) -> bool:
+        return not self.paused and (self.auto_ack or len(self.in_flight) < self.prefetch)
+
+    def find_in_flight(self, message_id: str) -> int | None:
+        """The delivery tag of an unacknowledged message, by its message id (STOMP 1.0/1.1)."""
+        for seq, entry in self.in_flight.items():
+            if entry.message.message_id == message_id:
+                return seq
+        return None
+
+
+class Queue:
+    """Messages for competing consumers: an anycast queue or one topic subscription."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        address: str,
+        durable: bool,
+        store: Store,
+        now_ms: Callable[[], int],
+        filter_: str | None = None,
+        temporary_owner: object | None = None,
+    ) -> None:
+        self.name = name
+        self.address = address
+        self.durable = durable
+        self.filter = filter_  # the topic pattern a subscription queue is bound with
+        self.temporary_owner = temporary_owner
+        self._store = store
+        self._now_ms = now_ms
+        self._ready: list[deque[QueueEntry]] = [deque() for _ in range(MAX_PRIORITY + 1)]
+        self._ready_count = 0
+        self._consumers: list[Consumer] = []
+        self._rr = 0
+        self._next_seq = 1
+        self._dispatching = False
+        self.enqueued = 0
+        self.dequeued = 0
+        self.expired = 0
+
+    def __repr__(self) -> str:
+        return f"<Queue {self.name} ready={self._ready_count} consumers={len(self._consumers)}>"
+
+    # --- state --------------------------------------------------------------------------------
+
+    @property
+    def ready_count(self) -> int:
+        return self._ready_count
+
+    @property
+    def in_flight_count(self) -> int:
+        return sum(len(c.in_flight) for c in self._consumers)
+
+    @property
+    def depth(self) -> int:
+        """Messages held: ready plus delivered but not yet acknowledged."""
+        return self._ready_count + self.in_flight_count
+
+    @property
+    def consumers(self) -> tuple[Consumer, ...]:
+        return tuple(self._consumers)
+
+    def is_persistent_for(self, message: Message) -> bool:
+        """A message is journaled here only if both it and this queue are durable."""
+        return self.durable and message.persistent
+
+    def browse(self) -> Iterator[Message]:
+        """Ready messages in dispatch order (highest priority first, FIFO within one)."""
+        for level in reversed(self._ready):
+            for entry in level:
+                yield entry.message
+
+    # --- producing ----------------------------------------------------------------------------
+
+    def add(self, message: Message) -> None:
+        """Enqueue ``message`` and dispatch it if a consumer has credit."""
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        self.enqueued += 1
+        if self.durable and message.persistent:
+            self._store.record_message(self.name, seq, message)
+        entry = QueueEntry(message, seq)
+        self._ready[message.priority].append(entry)
+        self._ready_count += 1
+        if self._consumers:
+            self.dispatch()
+
+    def restore(self, entry: QueueEntry) -> None:
+        """Put back an entry recovered from the store (at start-up), keeping its seq."""
+        self._ready[entry.message.priority].append(entry)
+        self._ready_count += 1
+        self._next_seq = max(self._next_seq, entry.seq + 1)
+
+    # --- consumers ----------------------------------------------------------------------------
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        consumer.queue = self
+        self._consumers.append(consumer)
+        self.dispatch()
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        """Detach ``consumer``; its unacknowledged messages return to the queue, redelivered."""
+        if consumer in self._consumers:
+            self._consumers.remove(consumer)
+        consumer.queue = None
+        entries = list(consumer.in_flight.values())
+        consumer.in_flight.clear()
+        self._requeue(entries)
+        self.dispatch()
+
+    def resume(self, consumer: Consumer) -> None:
+        consumer.paused = False
+        self.dispatch()
+
+    # --- settling -----------------------------------------------------------------------------
+
+    def ack(self, consumer: Consumer, seq: int) -> int:
+        """Settle one delivery (client-individual) or all up to it (client). Returns how many."""
+        if seq not in consumer.in_flight:
+            raise NotFound(f"no unacknowledged message with ack id {seq} on this subscription")
+        if consumer.ack_mode == AckMode.CLIENT:
+            settled = []
+            for s in consumer.in_flight:
+                settled.append(s)
+                if s == seq:
+                    break
+        else:
+            settled = [seq]
+        for s in settled:
+            entry = consumer.in_flight.pop(s)
+            self._settle(entry)
+        self.dispatch()
+        return len(settled)
+
+    def nack(self, consumer: Consumer, seq: int) -> int:
+        """Return one delivery (or all up to it, in client mode) to the queue for redelivery."""
+        if seq not in consumer.in_flight:
+            raise NotFound(f"no unacknowledged message with ack id {seq} on this subscription")
+        if consumer.ack_mode == AckMode.CLIENT:
+            returned = []
+            for s in consumer.in_flight:
+                returned.append(s)
+                if s == seq:
+                    break
+        else:
+            returned = [seq]
+        self._requeue([consumer.in_flight.pop(s) for s in returned])
+        self.dispatch()
+        return len(returned)
+
+    def purge(self) -> int:
+        """Drop every ready message (in-flight ones stay with their consumers)."""
+        count = 0
+        for level in self._ready:
+            while level:
+                self._settle(level.popleft())
+                count += 1
+        self._ready_count = 0
+        return count
+
+    # --- dispatch -----------------------------------------------------------------------------
+
+    def dispatch(self) -> None:
+        """Hand ready messages to consumers with credit, round robin, until either runs out."""
+        if self._dispatching or not self._ready_count:
+            return
+        self._dispatching = True
+        try:
+            consumers = self._consumers
+            while self._ready_count and consumers:
+                count = len(consumers)
+                start = self._rr % count
+                for i in range(count):
+                    consumer = consumers[(start + i) % count]
+                    if consumer.has_credit():
+                        self._rr = start + i + 1
+                        break
+                else:
+                    return
+                entry = self._pop()
+                if entry is None:
+                    return
+                entry.delivery_count += 1
+                if consumer.auto_ack:
+                    self._settle(entry)
+                else:
+                    consumer.in_flight[entry.seq] = entry
+                consumer.sink.deliver(consumer, entry)
+        finally:
+            self._dispatching = False
+
+    def _pop(self) -> QueueEntry | None:
+        """The next deliverable entry; expired ones on the way are dropped."""
+        now = 0
+        for level in reversed(self._ready):
+            while level:
+                entry = level.popleft()
+                self._ready_count -= 1
+                expires = entry.message.expires
+                if expires:
+                    now = now or self._now_ms()
+                    if now >= expires:
+                        self.expired += 1
+                        self._settle(entry)
+                        continue
+                return entry
+        return None
+
+    def _requeue(self, entries: list[QueueEntry]) -> None:
+        for entry in sorted(entries, key=lambda e: e.seq, reverse=True):
+            self._ready[entry.message.priority].appendleft(entry)
+            self._ready_count += 1
+
+    def _settle(self, entry: QueueEntry) -> None:
+        self.dequeued += 1
+        if self.durable and entry.message.persistent:
+            self._store.record_ack(self.name, entry.seq)
+
+
+def consumer_queue(consumer: Consumer) -> Queue:
+    """The queue a consumer is attached to; NotFound once it has been detached."""
+    if consumer.queue is None:
+        raise NotFound("the subscription is closed")
+    return consumer.queue

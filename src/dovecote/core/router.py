@@ -1,0 +1,226 @@
+"""The router: owns every queue and subscription and routes each sent message.
+
+Names (protocol-neutral, ActiveMQ style):
+- An anycast address ``orders`` has one queue, also called ``orders``, created on first use.
+- A multicast address (topic) has no queue of its own: each subscription is a queue bound
+  with a pattern (``prices.*``, ``prices.>``) in a :class:`TopicTrie`. A durable subscription
+  is a durable queue named ``<client-id>.<subscription-name>`` that outlives its consumer; a
+  non-durable one is a temporary queue deleted when its consumer leaves.
+- A temporary queue belongs to an owner (a connection) and is deleted with it.
+
+Sending to a topic nobody subscribes to drops the message, as topics do. Routing a topic
+address walks the trie once and caches the answer until subscriptions change.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+
+from dovecote.core.errors import Conflict, InvalidRequest, NotFound
+from dovecote.core.matching import TopicTrie, is_valid_pattern, is_wildcard
+from dovecote.core.message import Message, RoutingType
+from dovecote.core.ports import Clock, Store
+from dovecote.core.queue import Consumer, Queue
+
+_TOPIC_CACHE_LIMIT = 10_000
+
+
+class Router:
+    def __init__(self, store: Store, clock: Clock, *, node_id: str = "dovecote") -> None:
+        self.store = store
+        self.clock = clock
+        self._queues: dict[str, Queue] = {}  # anycast queues and temporary queues
+        self._durable_subscriptions: dict[str, Queue] = {}
+        self._subscriptions: TopicTrie[Queue] = TopicTrie()
+        self._topic_cache: dict[str, tuple[Queue, ...]] = {}
+        self._owned: dict[object, set[str]] = {}
+        self._ids = itertools.count(1)
+        self._id_prefix = f"ID:{node_id}-"
+
+    # --- messages -----------------------------------------------------------------------------
+
+    def new_message_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids)}"
+
+    def now_ms(self) -> int:
+        return self.clock.now_ms()
+
+    def send(self, message: Message) -> int:
+        """Route ``message`` to its queue(s); returns how many queues took it."""
+        if message.routing is RoutingType.ANYCAST:
+            self.get_or_create_queue(message.address).add(message)
+            return 1
+        queues = self._topic_cache.get(message.address)
+        if queues is None:
+            queues = self._match_topic(message.address)
+        for queue in queues:
+            queue.add(message)
+        return len(queues)
+
+    def call_when_durable(self, callback: Callable[[], None]) -> None:
+        self.store.call_when_durable(callback)
+
+    def _match_topic(self, address: str) -> tuple[Queue, ...]:
+        if is_wildcard(address):
+            raise InvalidRequest(f"cannot send to a wildcard address {address!r}")
+        queues = tuple(sorted(self._subscriptions.match(address), key=lambda q: q.name))
+        if len(self._topic_cache) >= _TOPIC_CACHE_LIMIT:
+            self._topic_cache.clear()
+        self._topic_cache[address] = queues
+        return queues
+
+    # --- queues -------------------------------------------------------------------------------
+
+    def queue(self, name: str) -> Queue | None:
+        return self._queues.get(name) or self._durable_subscriptions.get(name)
+
+    def queues(self) -> Iterator[Queue]:
+        yield from self._queues.values()
+        yield from self._durable_subscriptions.values()
+
+    def get_or_create_queue(self, name: str, *, temporary_owner: object | None = None) -> Queue:
+        queue = self._queues.get(name)
+        if queue is not None:
+            return queue
+        if not name or is_wildcard(name):
+            raise InvalidRequest(f"invalid queue name {name!r}")
+        queue = Queue(
+            name,
+            address=name,
+            durable=temporary_owner is None,
+            store=self.store,
+            now_ms=self.clock.now_ms,
+            temporary_owner=temporary_owner,
+        )
+        self._queues[name] = queue
+        if temporary_owner is not None:
+            self._owned.setdefault(temporary_owner, set()).add(name)
+        else:
+            self.store.record_queue(name, name, None)
+        return queue
+
+    def delete_queue(self, name: str) -> None:
+        queue = self._queues.pop(name, None)
+        if queue is None:
+            raise NotFound(f"no queue {name!r}")
+        self._close_queue(queue)
+
+    def delete_owned(self, owner: object) -> None:
+        """Delete the temporary queues ``owner`` created (its connection closed)."""
+        for name in self._owned.pop(owner, ()):
+            queue = self._queues.pop(name, None)
+            if queue is not None:
+                self._close_queue(queue)
+
+    def _close_queue(self, queue: Queue) -> None:
+        for consumer in queue.consumers:
+            queue.remove_consumer(consumer)
+        queue.purge()
+        if queue.durable:
+            self.store.forget_queue(queue.name)
+
+    # --- consumers ----------------------------------------------------------------------------
+
+    def consume_queue(self, name: str, consumer: Consumer, *, owner: object | None = None) -> Queue:
+        """Attach ``consumer`` to anycast queue ``name`` (created on first use)."""
+        queue = self.get_or_create_queue(name, temporary_owner=owner)
+        queue.add_consumer(consumer)
+        return queue
+
+    def subscribe_topic(
+        self, pattern: str, consumer: Consumer, *, durable_name: str | None = None
+    ) -> Queue:
+        """Attach ``consumer`` to a new subscription of ``pattern`` (or its durable one)."""
+        if not is_valid_pattern(pattern):
+            raise InvalidRequest(f"invalid topic pattern {pattern!r}")
+        if durable_name is None:
+            queue = Queue(
+                f"subscription:{id(consumer):x}",
+                address=pattern,
+                durable=False,
+                store=self.store,
+                now_ms=self.clock.now_ms,
+                filter_=pattern,
+                temporary_owner=consumer,
+            )
+            self._bind(queue)
+        else:
+            queue = self._durable_subscription(durable_name, pattern)
+            if queue.consumers:
+                raise Conflict(f"durable subscription {durable_name!r} already has a consumer")
+        queue.add_consumer(consumer)
+        return queue
+
+    def _durable_subscription(self, name: str, pattern: str) -> Queue:
+        queue = self._durable_subscriptions.get(name)
+        if queue is not None and queue.filter == pattern:
+            return queue
+        if queue is not None:
+            # Same name, new topic: the old subscription is replaced (as in JMS).
+            self.delete_durable_subscription(name)
+        queue = Queue(
+            name,
+            address=pattern,
+            durable=True,
+            store=self.store,
+            now_ms=self.clock.now_ms,
+            filter_=pattern,
+        )
+        self._durable_subscriptions[name] = queue
+        self.store.record_queue(name, pattern, pattern)
+        self._bind(queue)
+        return queue
+
+    def restore_durable_subscription(self, name: str, pattern: str) -> Queue:
+        """Recreate a durable subscription found in the store (start-up; not re-recorded)."""
+        queue = Queue(
+            name,
+            address=pattern,
+            durable=True,
+            store=self.store,
+            now_ms=self.clock.now_ms,
+            filter_=pattern,
+        )
+        self._durable_subscriptions[name] = queue
+        self._bind(queue)
+        return queue
+
+    def restore_queue(self, name: str) -> Queue:
+        """Recreate a durable anycast queue found in the store (start-up; not re-recorded)."""
+        queue = Queue(name, address=name, durable=True, store=self.store, now_ms=self.clock.now_ms)
+        self._queues[name] = queue
+        return queue
+
+    def delete_durable_subscription(self, name: str) -> None:
+        queue = self._durable_subscriptions.get(name)
+        if queue is None:
+            raise NotFound(f"no durable subscription {name!r}")
+        if queue.consumers:
+            raise Conflict(f"durable subscription {name!r} has an active consumer")
+        del self._durable_subscriptions[name]
+        self._unbind(queue)
+        self._close_queue(queue)
+
+    def unsubscribe(self, consumer: Consumer) -> None:
+        """Detach ``consumer``; a non-durable subscription queue goes with it."""
+        queue = consumer.queue
+        if queue is None:
+            return
+        queue.remove_consumer(consumer)
+        if queue.filter is not None and not queue.durable:
+            self._unbind(queue)
+            queue.purge()
+
+    def _bind(self, queue: Queue) -> None:
+        assert queue.filter is not None
+        self._subscriptions.add(queue.filter, queue)
+        self._topic_cache.clear()
+
+    def _unbind(self, queue: Queue) -> None:
+        assert queue.filter is not None
+        self._subscriptions.remove(queue.filter, queue)
+        self._topic_cache.clear()
+
+    def durable_subscriptions(self) -> Iterator[Queue]:
+        yield from self._durable_subscriptions.values()

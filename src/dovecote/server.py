@@ -1,0 +1,154 @@
+"""The composition root: builds the core, store, adapters and listeners, and owns their lifecycle.
+
+``Broker`` is both what ``dovecote run`` runs and what Python code embeds::
+
+    async with dovecote.Broker(listen=["stomp://127.0.0.1:0"]) as broker:
+        print(broker.url)          # stomp://127.0.0.1:<free port>
+
+Shutdown order: stop accepting, close connections with a deadline, then close the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from dovecote.adapters.stomp import MessageEncoder, StompSession
+from dovecote.config import BrokerConfig
+from dovecote.core.router import Router
+from dovecote.store.memory import MemoryStore
+from dovecote.transport.connection import Connection
+from dovecote.transport.listener import Listener
+
+log = logging.getLogger(__name__)
+
+
+class SystemClock:
+    """The core's Clock port on the real wall clock."""
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+
+class Broker:
+    """A running Dovecote broker inside the current asyncio event loop."""
+
+    def __init__(
+        self,
+        config: BrokerConfig | None = None,
+        *,
+        listen: Iterable[str] | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        **overrides: Any,
+    ) -> None:
+        config = config or BrokerConfig()
+        changes: dict[str, Any] = dict(overrides)
+        if listen is not None:
+            changes["listen"] = tuple(listen)
+        if data_dir is not None:
+            changes["data_dir"] = Path(data_dir)
+        if changes:
+            fields = {f: getattr(config, f) for f in config.__dataclass_fields__}
+            config = BrokerConfig(**{**fields, **changes})
+        self.config = config
+        self.store = MemoryStore()
+        self.router = Router(self.store, SystemClock(), node_id=f"{config.name}-{os.getpid()}")
+        self._encoder = MessageEncoder()
+        self.listeners: list[Listener] = [
+            Listener(
+                address,
+                self._new_stomp_session,
+                limits=config.connection_limits,
+                max_connections=config.max_connections,
+            )
+            for address in config.listen_addresses()
+        ]
+        self._started = False
+
+    def _new_stomp_session(self, connection: Connection) -> StompSession:
+        return StompSession(
+            connection,
+            self.router,
+            self._encoder,
+            limits=self.config.frame_limits,
+            max_subscriptions=self.config.max_subscriptions_per_connection,
+            max_transactions=self.config.max_transactions_per_connection,
+        )
+
+    @property
+    def urls(self) -> list[str]:
+        """The listeners' URIs with their actual ports (port 0 resolved)."""
+        return [listener.url for listener in self.listeners]
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
+
+    @property
+    def port(self) -> int:
+        return self.listeners[0].port
+
+    @property
+    def host(self) -> str:
+        return self.listeners[0].address.host
+
+    @property
+    def connection_count(self) -> int:
+        return sum(len(listener.connections) for listener in self.listeners)
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        raise_open_file_limit()
+        if self.config.data_dir is not None:
+            self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        started: list[Listener] = []
+        try:
+            for listener in self.listeners:
+                await listener.start()
+                started.append(listener)
+        except BaseException:
+            for listener in started:
+                await listener.close()
+            raise
+        self._started = True
+        log.info("broker %s started: %s", self.config.name, ", ".join(self.urls))
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        for listener in self.listeners:
+            listener.stop_accepting()
+        for listener in self.listeners:
+            await listener.close(timeout=self.config.shutdown_timeout)
+        log.info("broker %s stopped", self.config.name)
+
+    async def __aenter__(self) -> Broker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+def raise_open_file_limit() -> None:
+    """Let the broker hold as many sockets as the hard limit allows (each connection is one)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            log.warning("could not raise the open-file limit above %d", soft)

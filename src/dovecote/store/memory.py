@@ -1,0 +1,28 @@
+"""A store that keeps nothing: the broker's state lives only in the core's queues.
+
+Every confirmation is immediate. Used for brokers that need no durability (tests, caches) and
+until the journal is configured; messages do not survive a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dovecote.core.message import Message
+
+
+class MemoryStore:
+    def record_queue(self, name: str, address: str, filter_: str | None) -> None:
+        return None
+
+    def forget_queue(self, name: str) -> None:
+        return None
+
+    def record_message(self, queue: str, seq: int, message: Message) -> None:
+        return None
+
+    def record_ack(self, queue: str, seq: int) -> None:
+        return None
+
+    def call_when_durable(self, callback: Callable[[], None]) -> None:
+        callback()

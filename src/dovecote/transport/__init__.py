@@ -1,0 +1,1 @@
+"""asyncio transports: listeners that accept connections and move bytes; no protocol here."""
