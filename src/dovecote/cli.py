@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -78,6 +79,7 @@ def _run(ns: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"dovecote: {exc}", file=sys.stderr)
         return 2
+    tune_garbage_collector()
     try:
         import uvloop
     except ImportError:
@@ -90,6 +92,19 @@ def _run(ns: argparse.Namespace) -> int:
         print(f"dovecote: cannot start: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def tune_garbage_collector() -> None:
+    """Collect young objects less often and never rescan start-up objects.
+
+    A broker holds many long-lived objects (queued messages and their headers) that form no
+    reference cycles; with CPython's default thresholds the cyclic collector keeps walking all
+    of them and costs a third of the hot path under load. This is process-wide policy, so
+    ``dovecote run`` sets it; an application embedding a broker decides for itself.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
 
 
 async def _serve(config: BrokerConfig) -> None:

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from dovecote.adapters.stomp_mapping import (
+    CoreDestination,
     destination_from_core,
     destination_to_core,
     reply_to_from_client,
@@ -62,6 +63,7 @@ log = logging.getLogger(__name__)
 
 SERVER_NAME = "dovecote/0.1.0"
 MIN_HEART_BEAT_MS = 100  # we never promise to send, or ask to receive, more often than this
+_CACHE_LIMIT = 4096  # entries in the per-destination caches (cleared, not grown, past it)
 
 # SEND headers consumed by the broker rather than passed through to subscribers.
 _NOT_PASSED_THROUGH = frozenset(
@@ -132,20 +134,32 @@ class MessageEncoder:
     once, not once per subscription. One encoder serves every session of a broker.
     """
 
-    __slots__ = ("_last", "_last_tail", "_last_version")
+    __slots__ = ("_destinations", "_last", "_last_tail", "_last_version")
 
     def __init__(self) -> None:
         self._last: Message | None = None
         self._last_version = ""
         self._last_tail = b""
+        self._destinations: dict[tuple[str, bool, str], str] = {}
+
+    def _destination_line(self, message: Message, version: str) -> str:
+        # (Enums hash in Python code; a bool keeps this lookup in C.)
+        key = (message.address, message.routing is RoutingType.ANYCAST, version)
+        line = self._destinations.get(key)
+        if line is None:
+            if len(self._destinations) >= _CACHE_LIMIT:
+                self._destinations.clear()
+            destination = destination_from_core(message.routing, message.address)
+            line = self._destinations[key] = f"destination:{escape(destination, version)}\n"
+        return line
 
     def tail(self, message: Message, version: str) -> bytes:
         if message is self._last and version == self._last_version:
             return self._last_tail
-        destination = destination_from_core(message.routing, message.address)
         lines = [
-            f"message-id:{escape(message.message_id, version)}\n"
-            f"destination:{escape(destination, version)}\n"
+            # Message ids are the router's own (``ID:<node>-<n>``): nothing to escape.
+            f"message-id:{message.message_id}\n"
+            f"{self._destination_line(message, version)}"
             f"expires:{message.expires}\npriority:{message.priority}\n"
             f"timestamp:{message.timestamp}\n"
         ]
@@ -180,6 +194,7 @@ class StompSession:
         self._by_number: dict[int, Subscription] = {}
         self._next_number = 1
         self._transactions: dict[str, Transaction] = {}
+        self._destinations: dict[str, CoreDestination] = {}
         self._max_subscriptions = max_subscriptions
         self._max_transactions = max_transactions
         self._client_id: str | None = None
@@ -280,7 +295,7 @@ class StompSession:
     def _on_send(self, frame: Frame) -> None:
         headers = frame.headers
         router = self._router
-        destination = destination_to_core(headers["destination"], self._link.connection_id)
+        destination = self._core_destination(headers["destination"])
         properties = {k: v for k, v in headers.items() if k not in _NOT_PASSED_THROUGH}
         reply_to = properties.get("reply-to")
         if reply_to is not None:
@@ -329,7 +344,7 @@ class StompSession:
         prefetch = _positive_int(
             headers.get("activemq.prefetchSize"), "activemq.prefetchSize", DEFAULT_PREFETCH
         )
-        destination = destination_to_core(destination_text, self._link.connection_id)
+        destination = self._core_destination(destination_text)
         sub = Subscription(sub_id, self._next_number, destination_text, self._stomp.version)
         consumer = Consumer(sub, self, ack_mode=ack_mode, prefetch=prefetch)
         consumer.paused = self._paused
@@ -452,6 +467,15 @@ class StompSession:
                 if found is not None:
                     return sub.consumer, found
         raise NotFound(f"ACK/NACK of unknown message-id {message_id[:100]!r}")
+
+    def _core_destination(self, destination: str) -> CoreDestination:
+        core = self._destinations.get(destination)
+        if core is None:
+            core = destination_to_core(destination, self._link.connection_id)
+            if len(self._destinations) >= _CACHE_LIMIT:
+                self._destinations.clear()
+            self._destinations[destination] = core
+        return core
 
     def _transaction(self, tx_id: str) -> Transaction:
         tx = self._transactions.get(tx_id)

@@ -16,7 +16,7 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,14 @@ class Connection(asyncio.Protocol):
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = f"{peer[0]}:{peer[1]}"
-        transport.set_write_buffer_limits(high=self._limits.high_water, low=self._limits.low_water)
+        self._transport.set_write_buffer_limits(
+            high=self._limits.high_water, low=self._limits.low_water
+        )
         self.last_received = self.last_sent = self._loop.time()
         self._session = self._session_factory(self)
 

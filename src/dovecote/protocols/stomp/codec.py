@@ -119,7 +119,10 @@ class FrameDecoder:
         else:
             body_start = head_end + 2
         if head_end == -1:
-            if end - pos > limits.max_header_bytes:
+            # The blank line may have begun in the last two octets (LF, or LF CR before LF), so
+            # only more than that past the limit is certainly too large: whole and split input
+            # must get the same answer.
+            if end - pos > limits.max_header_bytes + 2:
                 raise FrameTooLarge(
                     f"frame header exceeds the limit of {limits.max_header_bytes} bytes"
                 )
@@ -130,6 +133,9 @@ class FrameDecoder:
             raise FrameTooLarge(
                 f"frame header exceeds the limit of {limits.max_header_bytes} bytes"
             )
+        if buf.find(b"\0", pos, head_end) != -1:
+            # As above, when the header block was still incomplete: a NUL ends the frame.
+            raise RemoteProtocolError("frame ended before its header block", code="malformed")
         try:
             head = bytes(buf[pos:head_end]).decode("utf-8")
         except UnicodeDecodeError:
@@ -144,14 +150,16 @@ class FrameDecoder:
         if len(lines) - 1 > limits.max_headers:
             raise FrameTooLarge(f"frame has more than {limits.max_headers} headers")
         headers: dict[str, str] = {}
-        version = "1.0" if command in UNESCAPED_COMMANDS else self.version
+        # Escapes are rare: look for one once per frame rather than once per header.
+        escaped = command not in UNESCAPED_COMMANDS and self.version != "1.0" and "\\" in head
+        version = self.version
         for line in lines[1:]:
             if line.endswith("\r"):
                 line = line[:-1]
             name, colon, value = line.partition(":")
             if not colon:
                 raise RemoteProtocolError("header line without a colon", code="malformed")
-            if version != "1.0":
+            if escaped:
                 name = unescape(name, version)
                 value = unescape(value, version)
             if name not in headers:
@@ -171,7 +179,9 @@ class FrameDecoder:
                     "frame body is not followed by NUL at its content-length", code="malformed"
                 )
         else:
-            body_end = buf.find(b"\0", body_start)
+            # Look no further than the limit, so a NUL just past it is refused whether the
+            # frame arrived whole or in pieces.
+            body_end = buf.find(b"\0", body_start, body_start + limits.max_body_bytes + 1)
             if body_end == -1:
                 if end - body_start > limits.max_body_bytes:
                     raise FrameTooLarge(

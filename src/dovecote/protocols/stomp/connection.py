@@ -88,6 +88,13 @@ _SEND: dict[tuple[Role, State, Command], State] = {
     (Role.CLIENT, State.OPEN, _C.DISCONNECT): State.CLOSED,
 }
 
+# The same table grouped by (role, state), so a received frame costs one dict lookup.
+_RECEIVE_BY_STATE: dict[tuple[Role, State], dict[Command, State]] = {
+    (role, state): {c: nxt for (r, s, c), nxt in _RECEIVE.items() if r is role and s is state}
+    for role in Role
+    for state in State
+}
+
 # Headers a received frame must carry, per version; each entry is a set of alternatives.
 _Req = tuple[tuple[str, ...], ...]
 _TX: _Req = (("transaction",),)
@@ -130,7 +137,14 @@ def parse_heart_beat(value: str | None) -> tuple[int, int]:
     if value is None:
         return (0, 0)
     first, comma, second = value.partition(",")
-    if not comma or not first.strip().isdigit() or not second.strip().isdigit() or len(value) > 24:
+    # isascii: str.isdigit() accepts digits int() refuses (superscripts, circled digits).
+    if (
+        not comma
+        or not value.isascii()
+        or not first.strip().isdigit()
+        or not second.strip().isdigit()
+        or len(value) > 24
+    ):
         raise RemoteProtocolError(
             "heart-beat header must be two non-negative integers", code="malformed"
         )
@@ -147,10 +161,11 @@ class StompConnection:
     __slots__ = (
         "_connect_heart_beat",
         "_decoder",
+        "_receivable",
+        "_state",
         "receive_heartbeat_ms",
         "role",
         "send_heartbeat_ms",
-        "state",
         "version",
     )
 
@@ -167,6 +182,15 @@ class StompConnection:
         return f"<StompConnection {self.role.value} {self.state.value} v{self.version}>"
 
     @property
+    def state(self) -> State:
+        return self._state
+
+    @state.setter
+    def state(self, state: State) -> None:
+        self._state = state
+        self._receivable = _RECEIVE_BY_STATE[(self.role, state)]
+
+    @property
     def buffered(self) -> int:
         return self._decoder.buffered
 
@@ -181,7 +205,7 @@ class StompConnection:
             frame = self._decoder.next_event()
             if isinstance(frame, NeedData):
                 return frame
-            state = _RECEIVE.get((self.role, self.state, frame.command))
+            state = self._receivable.get(frame.command)
             if state is None:
                 raise RemoteProtocolError(self._unexpected(frame.command), code="unexpected-frame")
             self._check_required(frame)
@@ -235,7 +259,10 @@ class StompConnection:
             return
         headers = frame.headers
         for alternatives in required:
-            if not any(name in headers for name in alternatives):
+            for name in alternatives:
+                if name in headers:
+                    break
+            else:
                 raise RemoteProtocolError(
                     f"{frame.command} frame is missing the {alternatives[0]!r} header",
                     code="missing-header",
