@@ -176,6 +176,24 @@ class MessageEncoder:
 class StompSession:
     """The STOMP side of one connection."""
 
+    __slots__ = (
+        "_by_number",
+        "_client_id",
+        "_closed",
+        "_destinations",
+        "_encoder",
+        "_link",
+        "_max_subscriptions",
+        "_max_transactions",
+        "_next_number",
+        "_paused",
+        "_router",
+        "_stomp",
+        "_subscriptions",
+        "_timer",
+        "_transactions",
+    )
+
     def __init__(
         self,
         link: Link,
@@ -201,19 +219,6 @@ class StompSession:
         self._timer: _Timer | None = None
         self._paused = False
         self._closed = False
-        self._handlers: dict[Command, Callable[[Frame], None]] = {
-            Command.CONNECT: self._on_connect,
-            Command.STOMP: self._on_connect,
-            Command.SEND: self._on_send,
-            Command.SUBSCRIBE: self._on_subscribe,
-            Command.UNSUBSCRIBE: self._on_unsubscribe,
-            Command.ACK: self._on_ack,
-            Command.NACK: self._on_nack,
-            Command.BEGIN: self._on_begin,
-            Command.COMMIT: self._on_commit,
-            Command.ABORT: self._on_abort,
-            Command.DISCONNECT: self._on_disconnect,
-        }
 
     @property
     def version(self) -> str:
@@ -232,7 +237,7 @@ class StompSession:
                     return
                 assert isinstance(event, Frame)
                 frame = event
-                self._handlers[frame.command](frame)
+                _HANDLERS[frame.command](self, frame)
         except (ProtocolError, CoreError) as exc:
             self._fail(exc, frame)
 
@@ -545,6 +550,22 @@ class StompSession:
         if send_by is not None and now >= send_by - stomp.send_heartbeat_ms / 2000:
             link.write(b"\n")
         self._start_heart_beats()
+
+
+# Frame handlers by command: one table for every session (not bound methods per session).
+_HANDLERS: dict[Command, Callable[[StompSession, Frame], None]] = {
+    Command.CONNECT: StompSession._on_connect,
+    Command.STOMP: StompSession._on_connect,
+    Command.SEND: StompSession._on_send,
+    Command.SUBSCRIBE: StompSession._on_subscribe,
+    Command.UNSUBSCRIBE: StompSession._on_unsubscribe,
+    Command.ACK: StompSession._on_ack,
+    Command.NACK: StompSession._on_nack,
+    Command.BEGIN: StompSession._on_begin,
+    Command.COMMIT: StompSession._on_commit,
+    Command.ABORT: StompSession._on_abort,
+    Command.DISCONNECT: StompSession._on_disconnect,
+}
 
 
 def _priority(value: str | None) -> int:

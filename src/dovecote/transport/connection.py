@@ -49,6 +49,29 @@ class Timer(Protocol):
 class Connection(asyncio.Protocol):
     """asyncio Protocol glue between a socket and a :class:`Session`."""
 
+    __slots__ = (
+        "_closing",
+        "_flush_handle",
+        "_limits",
+        "_loop",
+        "_on_close",
+        "_out",
+        "_out_bytes",
+        "_session",
+        "_session_factory",
+        "_session_paused",
+        "_transport",
+        "_transport_paused",
+        "bytes_in",
+        "bytes_out",
+        "close_reason",
+        "connection_id",
+        "last_received",
+        "last_sent",
+        "listener_name",
+        "peer",
+    )
+
     def __init__(
         self,
         session_factory: Callable[[Connection], Session],
