@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dovecote.protocols.stomp import FrameLimits
+from dovecote.store.journal import JournalConfig
 from dovecote.transport.connection import ConnectionLimits
 from dovecote.transport.listener import ListenAddress
 
@@ -18,6 +19,9 @@ class BrokerConfig:
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
     data_dir: Path | None = None
+    # "journal" (durable, in data_dir; the default when data_dir is set) or "memory".
+    store: str = "journal"
+    journal: JournalConfig = field(default_factory=JournalConfig)
     name: str = "dovecote"
     frame_limits: FrameLimits = field(default_factory=FrameLimits)
     connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
@@ -25,6 +29,10 @@ class BrokerConfig:
     max_subscriptions_per_connection: int = 1000
     max_transactions_per_connection: int = 100
     shutdown_timeout: float = 5.0
+
+    @property
+    def uses_journal(self) -> bool:
+        return self.store == "journal" and self.data_dir is not None
 
     def listen_addresses(self) -> list[ListenAddress]:
         """Parse every ``listen`` URI; raises ValueError naming the bad one."""

@@ -10,6 +10,7 @@ Shutdown order: stop accepting, close connections with a deadline, then close th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import resource
@@ -21,8 +22,13 @@ from typing import Any
 
 from dovecote.adapters.stomp import MessageEncoder, StompSession
 from dovecote.config import BrokerConfig
+from dovecote.core.message import QueueEntry
+from dovecote.core.ports import Store
 from dovecote.core.router import Router
+from dovecote.store.journal import Journal
 from dovecote.store.memory import MemoryStore
+from dovecote.store.record import QueueKind
+from dovecote.store.recovery import RecoveredState
 from dovecote.transport.connection import Connection
 from dovecote.transport.listener import Listener
 
@@ -56,8 +62,17 @@ class Broker:
         if changes:
             fields = {f: getattr(config, f) for f in config.__dataclass_fields__}
             config = BrokerConfig(**{**fields, **changes})
+        if config.store not in ("journal", "memory"):
+            raise ValueError(f"unknown store {config.store!r}: use 'journal' or 'memory'")
         self.config = config
-        self.store = MemoryStore()
+        self.journal: Journal | None = None
+        self.store: Store
+        if config.uses_journal:
+            assert config.data_dir is not None
+            self.journal = Journal(config.data_dir / "journal", config.journal)
+            self.store = self.journal
+        else:
+            self.store = MemoryStore()
         self.router = Router(self.store, SystemClock(), node_id=f"{config.name}-{os.getpid()}")
         self._encoder = MessageEncoder()
         self.listeners: list[Listener] = [
@@ -108,6 +123,18 @@ class Broker:
         raise_open_file_limit()
         if self.config.data_dir is not None:
             self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.journal is not None:
+            began = time.monotonic()
+            state = self.journal.open(asyncio.get_running_loop())
+            restore(self.router, state)
+            log.info(
+                "journal recovered in %.2f s: %d queues, %d messages, %d records in %d segments",
+                time.monotonic() - began,
+                len(state.queues),
+                sum(len(q.messages) for q in state.queues.values()),
+                state.report.records,
+                state.report.segments,
+            )
         started: list[Listener] = []
         try:
             for listener in self.listeners:
@@ -128,6 +155,8 @@ class Broker:
             listener.stop_accepting()
         for listener in self.listeners:
             await listener.close(timeout=self.config.shutdown_timeout)
+        if self.journal is not None:
+            await self.journal.close()
         log.info("broker %s stopped", self.config.name)
 
     async def __aenter__(self) -> Broker:
@@ -141,6 +170,18 @@ class Broker:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def restore(router: Router, state: RecoveredState) -> None:
+    """Put recovered queues, durable subscriptions and their messages back in the router."""
+    for recovered in state.queues.values():
+        if recovered.kind is QueueKind.DURABLE_SUBSCRIPTION and recovered.filter is not None:
+            queue = router.restore_durable_subscription(recovered.name, recovered.filter)
+        else:
+            queue = router.restore_queue(recovered.name)
+        for seq in sorted(recovered.messages):
+            item = recovered.messages[seq]
+            queue.restore(QueueEntry(item.message, seq, item.delivery_count))
 
 
 def raise_open_file_limit() -> None:

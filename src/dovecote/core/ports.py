@@ -24,6 +24,10 @@ class Clock(Protocol):
 
 
 class Store(Protocol):
+    def is_available(self) -> bool:
+        """False while the store cannot write (disk full, I/O error): refuse persistent sends."""
+        ...
+
     def record_queue(self, name: str, address: str, filter_: str | None) -> None:
         """A durable queue (or durable subscription) now exists."""
         ...
@@ -39,6 +43,16 @@ class Store(Protocol):
     def record_ack(self, queue: str, seq: int) -> None:
         """The message at ``seq`` left the queue for good (acknowledged, expired, purged)."""
         ...
+
+    def record_delivery(self, queue: str, seq: int, delivery_count: int) -> None:
+        """The message at ``seq`` was handed to a consumer (for ``redelivered`` after a crash)."""
+        ...
+
+    def begin_atomic(self) -> None:
+        """Records until :meth:`end_atomic` survive a crash together or not at all."""
+        ...
+
+    def end_atomic(self) -> None: ...
 
     def call_when_durable(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once everything recorded so far is durable."""

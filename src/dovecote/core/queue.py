@@ -261,6 +261,9 @@ class Queue:
                     self._settle(entry)
                 else:
                     consumer.in_flight[entry.seq] = entry
+                    if self.durable and entry.message.persistent:
+                        # Lets recovery mark it redelivered if the ack never became durable.
+                        self._store.record_delivery(self.name, entry.seq, entry.delivery_count)
                 consumer.sink.deliver(consumer, entry)
         finally:
             self._dispatching = False

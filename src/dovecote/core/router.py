@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 
-from dovecote.core.errors import Conflict, InvalidRequest, NotFound
+from dovecote.core.errors import Conflict, InvalidRequest, NotFound, StoreUnavailable
 from dovecote.core.matching import TopicTrie, is_valid_pattern, is_wildcard
 from dovecote.core.message import Message, RoutingType
 from dovecote.core.ports import Clock, Store
@@ -47,7 +47,15 @@ class Router:
         return self.clock.now_ms()
 
     def send(self, message: Message) -> int:
-        """Route ``message`` to its queue(s); returns how many queues took it."""
+        """Route ``message`` to its queue(s); returns how many queues took it.
+
+        Raises StoreUnavailable for a persistent message while the store cannot write.
+        """
+        if message.persistent and not self.store.is_available():
+            raise StoreUnavailable(
+                "the broker cannot write its journal (disk full or I/O error); "
+                "persistent messages are refused until it recovers"
+            )
         if message.routing is RoutingType.ANYCAST:
             self.get_or_create_queue(message.address).add(message)
             return 1

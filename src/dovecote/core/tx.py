@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dovecote.core.errors import NotFound
+from dovecote.core.errors import NotFound, StoreUnavailable
 from dovecote.core.message import Message
 from dovecote.core.queue import Consumer
 from dovecote.core.router import Router
@@ -38,7 +38,21 @@ class Transaction:
         self.acks.append((consumer, seq, ack))
 
     def commit(self, router: Router) -> None:
-        """Apply every held operation, in order."""
+        """Apply every held operation, in order; durable ones survive a crash all or none."""
+        if any(m.persistent for m in self.sends) and not router.store.is_available():
+            raise StoreUnavailable(
+                "the broker cannot write its journal (disk full or I/O error); "
+                "the transaction was not committed"
+            )
+        router.store.begin_atomic()
+        try:
+            self._apply(router)
+        finally:
+            router.store.end_atomic()
+        self.sends.clear()
+        self.acks.clear()
+
+    def _apply(self, router: Router) -> None:
         for message in self.sends:
             router.send(message)
         for consumer, seq, ack in self.acks:
@@ -51,8 +65,6 @@ class Transaction:
                 queue.ack(consumer, seq)
             else:
                 queue.nack(consumer, seq)
-        self.sends.clear()
-        self.acks.clear()
 
     def abort(self) -> None:
         self.sends.clear()

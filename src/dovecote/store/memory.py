@@ -12,6 +12,18 @@ from dovecote.core.message import Message
 
 
 class MemoryStore:
+    def is_available(self) -> bool:
+        return True
+
+    def record_delivery(self, queue: str, seq: int, delivery_count: int) -> None:
+        return None
+
+    def begin_atomic(self) -> None:
+        return None
+
+    def end_atomic(self) -> None:
+        return None
+
     def record_queue(self, name: str, address: str, filter_: str | None) -> None:
         return None
 

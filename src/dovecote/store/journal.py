@@ -1,0 +1,489 @@
+"""The append-only, segmented journal: the default store (DESIGN.md §4).
+
+Threads: the event loop thread calls the Store port methods, which encode records and add them
+to the pending batch; once per loop turn the batch goes to the single writer thread, which
+writes it (rotating segments as the loop decided) and, per the sync policy, fsyncs it. While it
+does, the next batch fills. When a batch is durable the loop runs its callbacks (receipts).
+
+Invariants:
+- Only the writer thread touches segment files; only the loop thread touches accounting.
+- A callback passed to :meth:`Journal.call_when_durable` runs after every record appended
+  before it is durable (or, with sync ``never``/``interval``, written to the OS).
+- A segment is deleted only when no live record remains in it and no surviving older segment
+  holds a record its acks refer to; the oldest closed segment, once mostly dead, is evacuated:
+  its live records are appended anew and it is deleted when those are durable.
+- On a write error (disk full, I/O error) the journal stops confirming, reports itself
+  unavailable (the core then refuses persistent sends) and retries the same batch, after
+  truncating any partial write, until it succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from dovecote.core.message import Message
+from dovecote.store.record import (
+    SEGMENT_HEADER,
+    QueueKind,
+    RecordType,
+    SegmentHeader,
+    encode_group,
+    encode_message_added,
+    encode_name,
+    encode_queue_created,
+    encode_queue_seq,
+    peek_queue_seq,
+    read_record,
+)
+from dovecote.store.recovery import RecoveredState, recover, segment_path
+
+log = logging.getLogger(__name__)
+
+
+class SyncPolicy(Enum):
+    ALWAYS = "always"  # fsync every batch before confirming it (survives power loss)
+    INTERVAL = "interval"  # confirm once written; fsync at most every sync_interval
+    NEVER = "never"  # confirm once written; the OS decides when to flush
+
+
+@dataclass(frozen=True, slots=True)
+class JournalConfig:
+    segment_size: int = 32 * 1024 * 1024
+    sync: SyncPolicy = SyncPolicy.ALWAYS
+    sync_interval: float = 0.05
+    evacuate_below: float = 0.5  # evacuate the oldest segment when less than this is live
+    retry_interval: float = 1.0  # after a write error
+
+
+@dataclass(slots=True)
+class _Batch:
+    pieces: list[tuple[int, bytes]]  # (segment id, bytes), segments ascending
+    callbacks: list[Callable[[], None]]
+
+
+class _Job(Enum):
+    DELETE = "delete"
+    CLOSE = "close"
+
+
+class Journal:
+    """Implements the core's Store port on segment files in ``directory``."""
+
+    def __init__(self, directory: Path, config: JournalConfig | None = None) -> None:
+        self.directory = directory
+        self.config = config or JournalConfig()
+        self.available = True
+        self.last_error: str | None = None
+        self.recovered: RecoveredState | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer: _Writer | None = None
+        # Pending batch (loop thread).
+        self._pending: list[tuple[int, bytes]] = []
+        self._pending_callbacks: list[Callable[[], None]] = []
+        self._flush_scheduled = False
+        self._in_flight: _Batch | None = None
+        self._group_ids = 0
+        # Accounting (loop thread).
+        self._segment = 0
+        self._segment_bytes = 0
+        self._segments: set[int] = set()
+        self._sizes: dict[int, int] = {}
+        self._live: dict[int, int] = {}
+        self._live_bytes: dict[int, int] = {}
+        self._refs: dict[int, set[int]] = {}
+        self._locations: dict[str, dict[int, int]] = {}  # queue -> seq -> segment<<32 | size
+        self._queue_defs: dict[str, tuple[bytes, int]] = {}  # name -> (record, segment)
+        self._evacuating: int | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def open(self, loop: asyncio.AbstractEventLoop) -> RecoveredState:
+        """Recover the directory's state and start the writer. Call before any record."""
+        self._loop = loop
+        self.directory.mkdir(parents=True, exist_ok=True)
+        state = recover(self.directory)
+        self.recovered = state
+        self._load_accounting(state)
+        existing = sorted(self._segments)
+        if existing:
+            # Go on appending to the last segment (recovery truncated any torn tail).
+            self._segment = existing[-1]
+            self._segment_bytes = state.segment_sizes.get(self._segment, 0)
+        else:
+            self._segment, self._segment_bytes = 1, 0
+        self._segments.add(self._segment)
+        self._writer = _Writer(self, self._segment, self._segment_bytes)
+        self._writer.start()
+        if self._segment_bytes == 0:
+            self._segment_bytes = SEGMENT_HEADER.size
+        self._sizes[self._segment] = self._segment_bytes
+        return state
+
+    async def close(self) -> None:
+        """Write and sync what is pending, then stop the writer."""
+        if self._writer is None:
+            return
+        done = asyncio.Event()
+        self.call_when_durable(done.set)
+        if self.available:
+            await asyncio.wait_for(done.wait(), timeout=30)
+        self._writer.jobs.put(_Job.CLOSE)
+        await asyncio.get_running_loop().run_in_executor(None, self._writer.join, 30)
+        self._writer = None
+
+    # --- Store port ---------------------------------------------------------------------------
+
+    def is_available(self) -> bool:
+        return self.available
+
+    def record_queue(self, name: str, address: str, filter_: str | None) -> None:
+        kind = QueueKind.QUEUE if filter_ is None else QueueKind.DURABLE_SUBSCRIPTION
+        record = encode_queue_created(name, address, filter_, kind)
+        old = self._queue_defs.get(name)
+        if old is not None:
+            self._release(old[1], len(old[0]))
+        self._append(record)
+        self._hold(self._segment, len(record))
+        self._queue_defs[name] = (record, self._segment)
+        self._locations.setdefault(name, {})
+
+    def forget_queue(self, name: str) -> None:
+        self._append(encode_name(RecordType.QUEUE_DELETED, name))
+        old = self._queue_defs.pop(name, None)
+        if old is not None:
+            self._refer(old[1])
+            self._release(old[1], len(old[0]))
+        for packed in self._locations.pop(name, {}).values():
+            self._refer(packed >> 32)
+            self._release(packed >> 32, packed & 0xFFFFFFFF)
+
+    def record_message(self, queue: str, seq: int, message: Message) -> None:
+        record = encode_message_added(queue, seq, message)
+        self._append(record)
+        self._hold(self._segment, len(record))
+        self._locations.setdefault(queue, {})[seq] = self._segment << 32 | len(record)
+
+    def record_ack(self, queue: str, seq: int) -> None:
+        self._append(encode_queue_seq(RecordType.MESSAGE_ACKED, queue, seq))
+        packed = self._locations.get(queue, {}).pop(seq, None)
+        if packed is not None:
+            self._refer(packed >> 32)
+            self._release(packed >> 32, packed & 0xFFFFFFFF)
+
+    def record_delivery(self, queue: str, seq: int, delivery_count: int) -> None:
+        packed = self._locations.get(queue, {}).get(seq)
+        if packed is None:
+            return
+        self._append(encode_queue_seq(RecordType.MESSAGE_DELIVERED, queue, seq, delivery_count))
+        self._refer(packed >> 32)
+
+    def begin_atomic(self) -> None:
+        self._group_ids += 1
+        self._append(encode_group(RecordType.ATOMIC_BEGIN, self._group_ids))
+
+    def end_atomic(self) -> None:
+        self._append(encode_group(RecordType.ATOMIC_COMMIT, self._group_ids))
+
+    def call_when_durable(self, callback: Callable[[], None]) -> None:
+        if self._pending:
+            self._pending_callbacks.append(callback)
+        elif self._in_flight is not None:
+            self._in_flight.callbacks.append(callback)
+        else:
+            callback()
+
+    # --- statistics ---------------------------------------------------------------------------
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+    @property
+    def disk_bytes(self) -> int:
+        return sum(self._sizes.get(s, 0) for s in self._segments)
+
+    @property
+    def live_bytes(self) -> int:
+        return sum(self._live_bytes.values())
+
+    # --- appending (loop thread) --------------------------------------------------------------
+
+    def _append(self, record: bytes) -> None:
+        if self._segment_bytes + len(record) > self.config.segment_size and (
+            self._segment_bytes > SEGMENT_HEADER.size
+        ):
+            self._sizes[self._segment] = self._segment_bytes
+            self._segment += 1
+            self._segments.add(self._segment)
+            self._segment_bytes = SEGMENT_HEADER.size
+            self._schedule_reclaim()
+        self._segment_bytes += len(record)
+        self._sizes[self._segment] = self._segment_bytes
+        self._pending.append((self._segment, record))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._in_flight is not None or not self._pending or self._writer is None:
+            return
+        pieces: list[tuple[int, bytes]] = []
+        chunk: list[bytes] = []
+        current = self._pending[0][0]
+        for segment, record in self._pending:
+            if segment != current:
+                pieces.append((current, b"".join(chunk)))
+                chunk, current = [], segment
+            chunk.append(record)
+        pieces.append((current, b"".join(chunk)))
+        batch = _Batch(pieces, self._pending_callbacks)
+        self._pending = []
+        self._pending_callbacks = []
+        self._in_flight = batch
+        self._writer.jobs.put(batch)
+
+    def _batch_done(self, batch: _Batch) -> None:
+        """Loop thread: the writer made ``batch`` durable."""
+        self._in_flight = None
+        if not self.available:
+            log.warning("journal writes succeed again; confirming resumes")
+        self.available = True
+        self.last_error = None
+        for callback in batch.callbacks:
+            callback()
+        if self._pending:
+            self._flush()
+
+    def _batch_failed(self, error: str) -> None:
+        if self.available:
+            log.error(
+                "journal write failed (%s); refusing persistent messages until it succeeds", error
+            )
+        self.available = False
+        self.last_error = error
+
+    # --- reclaiming space (loop thread) -------------------------------------------------------
+
+    def _hold(self, segment: int, size: int) -> None:
+        self._live[segment] = self._live.get(segment, 0) + 1
+        self._live_bytes[segment] = self._live_bytes.get(segment, 0) + size
+
+    def _release(self, segment: int, size: int) -> None:
+        self._live[segment] -= 1
+        self._live_bytes[segment] -= size
+        if self._live[segment] == 0 and segment != self._segment:
+            self._schedule_reclaim()
+
+    def _refer(self, older: int) -> None:
+        if older != self._segment:
+            self._refs.setdefault(self._segment, set()).add(older)
+
+    def _schedule_reclaim(self) -> None:
+        assert self._loop is not None
+        self._loop.call_soon(self._reclaim)
+
+    def _reclaim(self) -> None:
+        """Delete dead segments; evacuate the oldest closed one if it is mostly dead."""
+        if self._writer is None:
+            return
+        closed = sorted(s for s in self._segments if s != self._segment)
+        for segment in closed:
+            if self._live.get(segment, 0) == 0 and not (
+                self._refs.get(segment, set()) & self._segments
+            ):
+                self._delete(segment)
+        closed = sorted(s for s in self._segments if s != self._segment)
+        if not closed or self._evacuating is not None:
+            return
+        oldest = closed[0]
+        size = self._sizes.get(oldest, 0)
+        if self._live_bytes.get(oldest, 0) < self.config.evacuate_below * size:
+            self._evacuate(oldest)
+
+    def _delete(self, segment: int) -> None:
+        self._segments.discard(segment)
+        self._sizes.pop(segment, None)
+        self._live.pop(segment, None)
+        self._live_bytes.pop(segment, None)
+        self._refs.pop(segment, None)
+        assert self._writer is not None
+        self._writer.jobs.put((_Job.DELETE, segment))
+
+    def _evacuate(self, segment: int) -> None:
+        """Append the live records of ``segment`` anew, then delete it once they are durable."""
+        self._evacuating = segment
+        assert self._writer is not None
+        keys = {
+            (name, seq)
+            for name, seqs in self._locations.items()
+            for seq, packed in seqs.items()
+            if packed >> 32 == segment
+        }
+        records = _read_live_records(segment_path(self.directory, segment), keys)
+        for name, (record, where) in list(self._queue_defs.items()):
+            if where == segment:
+                self._release(where, len(record))
+                self._append(record)
+                self._hold(self._segment, len(record))
+                self._queue_defs[name] = (record, self._segment)
+        for (name, seq), record in records.items():
+            packed = self._locations.get(name, {}).get(seq)
+            if packed is None or packed >> 32 != segment:
+                continue  # acknowledged meanwhile
+            self._release(segment, packed & 0xFFFFFFFF)
+            self._append(record)
+            self._hold(self._segment, len(record))
+            self._locations[name][seq] = self._segment << 32 | len(record)
+
+        def done() -> None:
+            self._evacuating = None
+            self._refs.pop(segment, None)  # its acks refer to nothing that still matters
+            self._schedule_reclaim()
+
+        self.call_when_durable(done)
+
+    def _load_accounting(self, state: RecoveredState) -> None:
+        self._segments = set(state.segments) - set(state.report.dropped_segments)
+        self._sizes = dict(state.segment_sizes)
+        self._refs = {s: set(r) for s, r in state.references.items()}
+        for queue_state in state.queues.values():
+            record = encode_queue_created(
+                queue_state.name, queue_state.address, queue_state.filter, queue_state.kind
+            )
+            self._queue_defs[queue_state.name] = (record, queue_state.segment)
+            self._hold(queue_state.segment, len(record))
+            seqs = self._locations.setdefault(queue_state.name, {})
+            for seq, item in queue_state.messages.items():
+                size = len(encode_message_added(queue_state.name, seq, item.message))
+                seqs[seq] = item.segment << 32 | size
+                self._hold(item.segment, size)
+
+
+def _read_live_records(path: Path, keys: set[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+    """Raw MESSAGE_ADDED records of ``path`` whose (queue, seq) is in ``keys``."""
+    found: dict[tuple[str, int], bytes] = {}
+    if not keys:
+        return found
+    data = path.read_bytes()
+    offset = SEGMENT_HEADER.size
+    while offset < len(data):
+        record = read_record(data, offset)
+        if record is None:
+            break
+        kind, payload, next_offset = record
+        if kind is RecordType.MESSAGE_ADDED:
+            key = peek_queue_seq(payload)
+            if key in keys:
+                found[key] = data[offset:next_offset]
+        offset = next_offset
+    return found
+
+
+class _Writer(threading.Thread):
+    """The one thread that writes, syncs, rotates and deletes segment files."""
+
+    def __init__(self, journal: Journal, segment: int, size: int) -> None:
+        super().__init__(name="dovecote-journal", daemon=True)
+        self.jobs: queue.SimpleQueue[_Batch | tuple[_Job, int] | _Job] = queue.SimpleQueue()
+        self._journal = journal
+        self._directory = journal.directory
+        self._config = journal.config
+        self._loop = journal._loop
+        self._segment = segment
+        self._fd = self._open(segment, fresh=size < SEGMENT_HEADER.size)
+        self._last_sync = time.monotonic()
+        self._dirty = False
+
+    def _open(self, segment: int, *, fresh: bool) -> int:
+        path = segment_path(self._directory, segment)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        if fresh:
+            os.ftruncate(fd, 0)
+            os.write(fd, SegmentHeader(segment).encode())
+            os.fsync(fd)
+            _fsync_directory(self._directory)
+        return fd
+
+    def run(self) -> None:
+        while True:
+            try:
+                job = self.jobs.get(timeout=self._config.sync_interval)
+            except queue.Empty:
+                if self._dirty:
+                    os.fdatasync(self._fd)
+                    self._dirty = False
+                continue
+            if job is _Job.CLOSE:
+                os.fsync(self._fd)
+                os.close(self._fd)
+                return
+            if isinstance(job, tuple):
+                _, segment = job
+                with contextlib.suppress(FileNotFoundError):
+                    segment_path(self._directory, segment).unlink()
+                _fsync_directory(self._directory)
+                continue
+            assert isinstance(job, _Batch)
+            self._write_until_done(job)
+
+    def _write_until_done(self, batch: _Batch) -> None:
+        assert self._loop is not None
+        while True:
+            start = os.lseek(self._fd, 0, os.SEEK_END)
+            start_segment = self._segment
+            try:
+                self._write(batch)
+            except OSError as exc:
+                message = exc.strerror or str(exc)
+                self._loop.call_soon_threadsafe(self._journal._batch_failed, message)
+                if self._segment == start_segment:
+                    # Drop a partial write so the retry does not leave a torn record behind.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(self._fd, start)
+                time.sleep(self._config.retry_interval)
+                continue
+            self._loop.call_soon_threadsafe(self._journal._batch_done, batch)
+            return
+
+    def _write(self, batch: _Batch) -> None:
+        for segment, data in batch.pieces:
+            if segment != self._segment:
+                os.fsync(self._fd)
+                os.close(self._fd)
+                self._segment = segment
+                self._fd = self._open(segment, fresh=True)
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        policy = self._config.sync
+        if policy is SyncPolicy.ALWAYS:
+            os.fdatasync(self._fd)
+        elif policy is SyncPolicy.INTERVAL:
+            # Synced by the run loop once no batch has come for sync_interval, or here.
+            now = time.monotonic()
+            self._dirty = True
+            if now - self._last_sync >= self._config.sync_interval:
+                os.fdatasync(self._fd)
+                self._last_sync = now
+                self._dirty = False
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,270 @@
+"""The journal's on-disk format: segment headers and checksummed records.
+
+Segment file ``segment-<id:08d>.log`` (all integers big-endian)::
+
+    header  : magic b"DVCJ" | version u16 | flags u16 | segment id u64          (16 octets)
+    record* : length u32 | type u8 | payload (length octets) | crc32 u32
+
+``crc32`` (zlib) covers type and payload. A record is whole only if all of it is present and
+its checksum matches; recovery stops at the first record that is not (see recovery.py).
+
+Payloads use length-prefixed UTF-8 strings (``str16``: u16 length; ``str32``: u32 length) and
+fixed-width integers. docs/journal-format.md lists every record type.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from enum import IntEnum
+
+from dovecote.core.message import Message, RoutingType
+
+MAGIC = b"DVCJ"
+FORMAT_VERSION = 1
+SEGMENT_HEADER = struct.Struct(">4sHHQ")
+RECORD_HEAD = struct.Struct(">IB")
+CRC = struct.Struct(">I")
+MAX_RECORD_PAYLOAD = 256 * 1024 * 1024  # anything larger is corruption, not a record
+
+
+class RecordType(IntEnum):
+    QUEUE_CREATED = 1  # name str16 | address str16 | filter str16 ("" = none) | kind u8
+    QUEUE_DELETED = 2  # name str16
+    MESSAGE_ADDED = 3  # queue str16 | seq u64 | message (see encode_message)
+    MESSAGE_ACKED = 4  # queue str16 | seq u64
+    MESSAGE_DELIVERED = 5  # queue str16 | seq u64 | delivery count u32
+    ATOMIC_BEGIN = 6  # group id u64: records up to ATOMIC_COMMIT apply together or not at all
+    ATOMIC_COMMIT = 7  # group id u64
+
+
+class QueueKind(IntEnum):
+    QUEUE = 0  # an anycast queue
+    DURABLE_SUBSCRIPTION = 1
+
+
+class CorruptRecord(Exception):
+    """A record whose checksum or structure is wrong."""
+
+
+class UnsupportedFormat(Exception):
+    """A segment written by a format version this build cannot read."""
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentHeader:
+    segment_id: int
+    version: int = FORMAT_VERSION
+
+    def encode(self) -> bytes:
+        return SEGMENT_HEADER.pack(MAGIC, self.version, 0, self.segment_id)
+
+    @classmethod
+    def decode(cls, data: bytes) -> SegmentHeader:
+        if len(data) < SEGMENT_HEADER.size:
+            raise CorruptRecord("segment header is truncated")
+        magic, version, _flags, segment_id = SEGMENT_HEADER.unpack_from(data)
+        if magic != MAGIC:
+            raise CorruptRecord("not a journal segment (bad magic)")
+        if version != FORMAT_VERSION:
+            raise UnsupportedFormat(
+                f"segment format version {version} is not supported (this build reads "
+                f"version {FORMAT_VERSION})"
+            )
+        return cls(segment_id, version)
+
+
+def frame_record(kind: RecordType, payload: bytes) -> bytes:
+    """One whole record: length, type, payload, checksum."""
+    head = RECORD_HEAD.pack(len(payload), kind)
+    crc = zlib.crc32(payload, zlib.crc32(head[4:]))
+    return b"".join((head, payload, CRC.pack(crc)))
+
+
+def read_record(data: bytes | memoryview, offset: int) -> tuple[RecordType, bytes, int] | None:
+    """The record at ``offset``: (type, payload, next offset), or None if incomplete.
+
+    Raises CorruptRecord for a bad checksum, an unknown type or an impossible length.
+    """
+    end = offset + RECORD_HEAD.size
+    if end > len(data):
+        return None
+    length, kind = RECORD_HEAD.unpack_from(data, offset)
+    if length > MAX_RECORD_PAYLOAD:
+        raise CorruptRecord(f"record length {length} is impossible")
+    stop = end + length + CRC.size
+    if stop > len(data):
+        return None
+    payload = bytes(data[end : end + length])
+    (crc,) = CRC.unpack_from(data, end + length)
+    if crc != zlib.crc32(payload, zlib.crc32(bytes((kind,)))):
+        raise CorruptRecord("record checksum mismatch")
+    try:
+        record_type = RecordType(kind)
+    except ValueError:
+        raise CorruptRecord(f"unknown record type {kind}") from None
+    return record_type, payload, stop
+
+
+# --- payload codecs ---------------------------------------------------------------------------
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_MESSAGE_FIXED = struct.Struct(">BBBqqH")  # routing, priority, persistent, expires, ts, nprops
+
+
+def _str16(text: str) -> bytes:
+    data = text.encode("utf-8")
+    if len(data) > 0xFFFF:
+        raise ValueError("name too long for the journal")
+    return _U16.pack(len(data)) + data
+
+
+def _str32(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return _U32.pack(len(data)) + data
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, count: int) -> bytes:
+        end = self.pos + count
+        if end > len(self.data):
+            raise CorruptRecord("record payload is shorter than its fields")
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return int(_U16.unpack(self.take(2))[0])
+
+    def u32(self) -> int:
+        return int(_U32.unpack(self.take(4))[0])
+
+    def u64(self) -> int:
+        return int(_U64.unpack(self.take(8))[0])
+
+    def str16(self) -> str:
+        return self._text(self.u16())
+
+    def str32(self) -> str:
+        return self._text(self.u32())
+
+    def _text(self, length: int) -> str:
+        try:
+            return self.take(length).decode("utf-8")
+        except UnicodeDecodeError:
+            raise CorruptRecord("record text is not UTF-8") from None
+
+    def rest(self) -> bytes:
+        chunk = self.data[self.pos :]
+        self.pos = len(self.data)
+        return chunk
+
+
+def encode_queue_created(name: str, address: str, filter_: str | None, kind: QueueKind) -> bytes:
+    payload = b"".join((_str16(name), _str16(address), _str16(filter_ or ""), bytes((kind,))))
+    return frame_record(RecordType.QUEUE_CREATED, payload)
+
+
+def decode_queue_created(payload: bytes) -> tuple[str, str, str | None, QueueKind]:
+    r = _Reader(payload)
+    name, address, filter_ = r.str16(), r.str16(), r.str16()
+    try:
+        kind = QueueKind(r.u8())
+    except ValueError:
+        raise CorruptRecord("unknown queue kind") from None
+    return name, address, filter_ or None, kind
+
+
+def encode_name(kind: RecordType, name: str) -> bytes:
+    return frame_record(kind, _str16(name))
+
+
+def decode_name(payload: bytes) -> str:
+    return _Reader(payload).str16()
+
+
+def encode_queue_seq(kind: RecordType, queue: str, seq: int, extra: int | None = None) -> bytes:
+    payload = _str16(queue) + _U64.pack(seq)
+    if extra is not None:
+        payload += _U32.pack(extra)
+    return frame_record(kind, payload)
+
+
+def decode_queue_seq(payload: bytes) -> tuple[str, int, int | None]:
+    r = _Reader(payload)
+    queue, seq = r.str16(), r.u64()
+    extra = r.u32() if r.pos < len(payload) else None
+    return queue, seq, extra
+
+
+def peek_queue_seq(payload: bytes) -> tuple[str, int]:
+    """The (queue, seq) that MESSAGE_ADDED, _ACKED and _DELIVERED payloads begin with."""
+    r = _Reader(payload)
+    return r.str16(), r.u64()
+
+
+def encode_group(kind: RecordType, group_id: int) -> bytes:
+    return frame_record(kind, _U64.pack(group_id))
+
+
+def decode_group(payload: bytes) -> int:
+    return _Reader(payload).u64()
+
+
+def encode_message_added(queue: str, seq: int, message: Message) -> bytes:
+    parts = [
+        _str16(queue),
+        _U64.pack(seq),
+        _str16(message.message_id),
+        _str16(message.address),
+        _MESSAGE_FIXED.pack(
+            message.routing is RoutingType.MULTICAST,
+            message.priority,
+            message.persistent,
+            message.expires,
+            message.timestamp,
+            len(message.properties),
+        ),
+    ]
+    for name, value in message.properties.items():
+        parts.append(_str16(name))
+        parts.append(_str32(value))
+    parts.append(message.body)
+    return frame_record(RecordType.MESSAGE_ADDED, b"".join(parts))
+
+
+def decode_message_added(payload: bytes) -> tuple[str, int, Message]:
+    r = _Reader(payload)
+    queue, seq = r.str16(), r.u64()
+    message_id, address = r.str16(), r.str16()
+    routing, priority, persistent, expires, timestamp, count = _MESSAGE_FIXED.unpack(
+        r.take(_MESSAGE_FIXED.size)
+    )
+    properties = {}
+    for _ in range(count):
+        name = r.str16()
+        properties[name] = r.str32()
+    message = Message(
+        message_id,
+        address,
+        RoutingType.MULTICAST if routing else RoutingType.ANYCAST,
+        r.rest(),
+        properties,
+        bool(persistent),
+        priority,
+        expires,
+        timestamp,
+    )
+    return queue, seq, message
