@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from dovecote.config import DEFAULT_LISTEN, BrokerConfig
+from dovecote.store.journal import JournalConfig, SyncPolicy
 
 log = logging.getLogger("dovecote")
 
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     if ns.command is None:
         parser.print_help()
         return 2
-    handler = {"run": _run, "send": _send, "receive": _receive}[ns.command]
+    handler = {"run": _run, "send": _send, "receive": _receive, "store": _store}[ns.command]
     return handler(ns)
 
 
@@ -47,6 +48,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URI",
         help=f"listener URI, repeatable (default: {DEFAULT_LISTEN})",
     )
+    run.add_argument(
+        "--store",
+        choices=("journal", "memory"),
+        default="journal",
+        help="journal: durable, in DATA_DIR (default); memory: nothing kept",
+    )
+    run.add_argument(
+        "--sync",
+        choices=[p.value for p in SyncPolicy],
+        default="always",
+        help="journal fsync policy (default: always; see docs/journal-format.md)",
+    )
     run.add_argument("--log-level", default="INFO")
     for name, text in (("send", "send one message"), ("receive", "receive messages")):
         cmd = sub.add_parser(name, help=text)
@@ -65,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
                 default=None,
                 help="give up after this many seconds without a message",
             )
+    store = sub.add_parser("store", help="inspect a journal")
+    store.add_argument("action", choices=("check", "dump"))
+    store.add_argument("directory", type=Path, help="the broker's data directory")
     sub.add_parser("bench", help="benchmarks (dovecote bench --help)")
     return parser
 
@@ -74,7 +90,12 @@ def _run(ns: argparse.Namespace) -> int:
         level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        config = BrokerConfig(listen=tuple(ns.listen or (DEFAULT_LISTEN,)), data_dir=ns.data_dir)
+        config = BrokerConfig(
+            listen=tuple(ns.listen or (DEFAULT_LISTEN,)),
+            data_dir=ns.data_dir,
+            store=ns.store,
+            journal=JournalConfig(sync=SyncPolicy(ns.sync)),
+        )
         config.listen_addresses()
     except ValueError as exc:
         print(f"dovecote: {exc}", file=sys.stderr)
@@ -118,6 +139,21 @@ async def _serve(config: BrokerConfig) -> None:
         print(f"dovecote listening on {', '.join(broker.urls)}", flush=True)
         await stop.wait()
         log.info("shutting down")
+
+
+def _store(ns: argparse.Namespace) -> int:
+    from dovecote.store import inspect
+
+    if ns.action == "dump":
+        for line in inspect.dump(ns.directory):
+            print(line)
+        return 0
+    result = inspect.check(ns.directory)
+    for problem in result.problems:
+        print(f"problem: {problem}")
+    verdict = "ok" if result.is_ok else f"{len(result.problems)} problem(s)"
+    print(f"{result.segments} segments, {result.records} records, {result.bytes} bytes: {verdict}")
+    return 0 if result.is_ok else 1
 
 
 def _send(ns: argparse.Namespace) -> int:

@@ -1,0 +1,119 @@
+"""Read-only views of a journal directory: ``dovecote store check`` and ``store dump``.
+
+Neither changes anything on disk (recovery, at broker start, is what truncates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dovecote.store.record import (
+    SEGMENT_HEADER,
+    CorruptRecord,
+    RecordType,
+    SegmentHeader,
+    UnsupportedFormat,
+    decode_group,
+    decode_message_added,
+    decode_name,
+    decode_queue_created,
+    decode_queue_seq,
+    read_record,
+)
+from dovecote.store.recovery import list_segments, segment_path
+
+
+@dataclass(slots=True)
+class CheckResult:
+    segments: int = 0
+    records: int = 0
+    bytes: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def is_ok(self) -> bool:
+        return not self.problems
+
+
+def journal_directory(path: Path) -> Path:
+    """Accept either the broker's data directory or its ``journal`` folder."""
+    return path / "journal" if (path / "journal").is_dir() else path
+
+
+def check(directory: Path) -> CheckResult:
+    """Verify every segment header and record checksum; report each problem found."""
+    result = CheckResult()
+    for segment_id, offset, item in _walk(journal_directory(directory), result):
+        if isinstance(item, str):
+            result.problems.append(f"segment {segment_id} offset {offset}: {item}")
+        else:
+            result.records += 1
+    return result
+
+
+def dump(directory: Path) -> Iterator[str]:
+    """One human-readable line per record, then any problems."""
+    result = CheckResult()
+    for segment_id, offset, item in _walk(journal_directory(directory), result):
+        if isinstance(item, str):
+            yield f"{segment_id:08d}:{offset:<10d} !! {item}"
+        else:
+            kind, payload = item
+            yield f"{segment_id:08d}:{offset:<10d} {describe(kind, payload)}"
+
+
+def describe(kind: RecordType, payload: bytes) -> str:
+    """A record as one line of text."""
+    if kind is RecordType.QUEUE_CREATED:
+        name, address, filter_, queue_kind = decode_queue_created(payload)
+        bound = f" filter={filter_}" if filter_ else ""
+        return f"QUEUE_CREATED {name} address={address}{bound} kind={queue_kind.name.lower()}"
+    if kind is RecordType.QUEUE_DELETED:
+        return f"QUEUE_DELETED {decode_name(payload)}"
+    if kind is RecordType.MESSAGE_ADDED:
+        queue, seq, message = decode_message_added(payload)
+        return (
+            f"MESSAGE_ADDED {queue}#{seq} id={message.message_id} priority={message.priority} "
+            f"expires={message.expires} properties={len(message.properties)} "
+            f"body={len(message.body)}B"
+        )
+    if kind in (RecordType.MESSAGE_ACKED, RecordType.MESSAGE_DELIVERED):
+        queue, seq, count = decode_queue_seq(payload)
+        extra = f" count={count}" if count is not None else ""
+        return f"{kind.name} {queue}#{seq}{extra}"
+    return f"{kind.name} group={decode_group(payload)}"
+
+
+def _walk(
+    directory: Path, result: CheckResult
+) -> Iterator[tuple[int, int, str | tuple[RecordType, bytes]]]:
+    if not directory.is_dir():
+        yield 0, 0, f"{directory} is not a directory"
+        return
+    for segment_id in list_segments(directory):
+        data = segment_path(directory, segment_id).read_bytes()
+        result.segments += 1
+        result.bytes += len(data)
+        try:
+            header = SegmentHeader.decode(data)
+        except (CorruptRecord, UnsupportedFormat) as exc:
+            yield segment_id, 0, str(exc)
+            continue
+        if header.segment_id != segment_id:
+            yield segment_id, 0, f"header names segment {header.segment_id}"
+        offset = SEGMENT_HEADER.size
+        while offset < len(data):
+            try:
+                record = read_record(data, offset)
+                if record is None:
+                    yield segment_id, offset, f"torn record ({len(data) - offset} bytes)"
+                    break
+                kind, payload, next_offset = record
+                describe(kind, payload)  # decodes every field: structure errors show here
+            except CorruptRecord as exc:
+                yield segment_id, offset, str(exc)
+                break
+            yield segment_id, offset, (kind, payload)
+            offset = next_offset
