@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from dovecote.config import DEFAULT_LISTEN, BrokerConfig
+from dovecote.core.limits import DEFAULT_MEMORY_LIMIT
 from dovecote.store.journal import JournalConfig, SyncPolicy
 
 log = logging.getLogger("dovecote")
@@ -60,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
         default="always",
         help="journal fsync policy (default: always; see docs/journal-format.md)",
     )
+    run.add_argument(
+        "--memory-limit",
+        type=int,
+        default=DEFAULT_MEMORY_LIMIT // 2**20,
+        metavar="MIB",
+        help="queued message data before producers are paused "
+        f"(default: {DEFAULT_MEMORY_LIMIT // 2**20} MiB)",
+    )
     run.add_argument("--log-level", default="INFO")
     for name, text in (("send", "send one message"), ("receive", "receive messages")):
         cmd = sub.add_parser(name, help=text)
@@ -95,6 +104,7 @@ def _run(ns: argparse.Namespace) -> int:
             data_dir=ns.data_dir,
             store=ns.store,
             journal=JournalConfig(sync=SyncPolicy(ns.sync)),
+            memory_limit=ns.memory_limit * 2**20,
         )
         config.listen_addresses()
     except ValueError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dovecote.core.limits import DEFAULT_MEMORY_LIMIT
 from dovecote.protocols.stomp import FrameLimits
 from dovecote.store.journal import JournalConfig
 from dovecote.transport.connection import ConnectionLimits
@@ -25,6 +26,8 @@ class BrokerConfig:
     name: str = "dovecote"
     frame_limits: FrameLimits = field(default_factory=FrameLimits)
     connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    # Bytes of queued messages past which producers are paused (back-pressure).
+    memory_limit: int = DEFAULT_MEMORY_LIMIT
     max_connections: int = 10_000
     max_subscriptions_per_connection: int = 1000
     max_transactions_per_connection: int = 100

@@ -22,6 +22,7 @@ from typing import Any
 
 from dovecote.adapters.stomp import MessageEncoder, StompSession
 from dovecote.config import BrokerConfig
+from dovecote.core.limits import MemoryBudget
 from dovecote.core.message import QueueEntry
 from dovecote.core.ports import Store
 from dovecote.core.router import Router
@@ -73,7 +74,12 @@ class Broker:
             self.store = self.journal
         else:
             self.store = MemoryStore()
-        self.router = Router(self.store, SystemClock(), node_id=f"{config.name}-{os.getpid()}")
+        self.router = Router(
+            self.store,
+            SystemClock(),
+            node_id=f"{config.name}-{os.getpid()}",
+            budget=MemoryBudget(config.memory_limit),
+        )
         self._encoder = MessageEncoder()
         self.listeners: list[Listener] = [
             Listener(

@@ -104,6 +104,10 @@ class Link(Protocol):
 
     def close(self, reason: str) -> None: ...
 
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
     def now(self) -> float: ...
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> _Timer: ...
@@ -190,6 +194,7 @@ class StompSession:
         "_router",
         "_stomp",
         "_subscriptions",
+        "_throttled",
         "_timer",
         "_transactions",
     )
@@ -218,6 +223,7 @@ class StompSession:
         self._client_id: str | None = None
         self._timer: _Timer | None = None
         self._paused = False
+        self._throttled = False
         self._closed = False
 
     @property
@@ -334,6 +340,24 @@ class StompSession:
             self._receipt_when_durable(frame)
         else:
             self._receipt(frame)
+        if router.budget.is_exhausted() and not self._subscriptions and not self._throttled:
+            self._throttle()
+
+    def _throttle(self) -> None:
+        """Stop reading this producer until queued messages fall back under the budget.
+
+        A connection that also consumes is never paused: it could not send the acks that
+        would free the memory it waits for.
+        """
+        self._throttled = True
+        self._link.pause_reading()
+
+        def resume() -> None:
+            self._throttled = False
+            if not self._closed:
+                self._link.resume_reading()
+
+        self._router.budget.call_when_available(resume)
 
     def _on_subscribe(self, frame: Frame) -> None:
         headers = frame.headers

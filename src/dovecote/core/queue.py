@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from dovecote.core.errors import NotFound
+from dovecote.core.limits import MemoryBudget
 from dovecote.core.message import MAX_PRIORITY, Message, QueueEntry
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ class Queue:
         durable: bool,
         store: Store,
         now_ms: Callable[[], int],
+        budget: MemoryBudget,
         filter_: str | None = None,
         temporary_owner: object | None = None,
     ) -> None:
@@ -104,6 +106,7 @@ class Queue:
         self.temporary_owner = temporary_owner
         self._store = store
         self._now_ms = now_ms
+        self._budget = budget
         self._ready: list[deque[QueueEntry]] = [deque() for _ in range(MAX_PRIORITY + 1)]
         self._ready_count = 0
         self._consumers: list[Consumer] = []
@@ -156,6 +159,7 @@ class Queue:
         if self.durable and message.persistent:
             self._store.record_message(self.name, seq, message)
         entry = QueueEntry(message, seq)
+        self._budget.charge(len(message.body))
         self._ready[message.priority].append(entry)
         self._ready_count += 1
         if self._consumers:
@@ -163,6 +167,7 @@ class Queue:
 
     def restore(self, entry: QueueEntry) -> None:
         """Put back an entry recovered from the store (at start-up), keeping its seq."""
+        self._budget.charge(len(entry.message.body))
         self._ready[entry.message.priority].append(entry)
         self._ready_count += 1
         self._next_seq = max(self._next_seq, entry.seq + 1)
@@ -292,6 +297,7 @@ class Queue:
 
     def _settle(self, entry: QueueEntry) -> None:
         self.dequeued += 1
+        self._budget.release(len(entry.message.body))
         if self.durable and entry.message.persistent:
             self._store.record_ack(self.name, entry.seq)
 

@@ -18,6 +18,7 @@ import itertools
 from collections.abc import Callable, Iterator
 
 from dovecote.core.errors import Conflict, InvalidRequest, NotFound, StoreUnavailable
+from dovecote.core.limits import MemoryBudget
 from dovecote.core.matching import TopicTrie, is_valid_pattern, is_wildcard
 from dovecote.core.message import Message, RoutingType
 from dovecote.core.ports import Clock, Store
@@ -27,9 +28,17 @@ _TOPIC_CACHE_LIMIT = 10_000
 
 
 class Router:
-    def __init__(self, store: Store, clock: Clock, *, node_id: str = "dovecote") -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        node_id: str = "dovecote",
+        budget: MemoryBudget | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
+        self.budget = budget or MemoryBudget()
         self._queues: dict[str, Queue] = {}  # anycast queues and temporary queues
         self._durable_subscriptions: dict[str, Queue] = {}
         self._subscriptions: TopicTrie[Queue] = TopicTrie()
@@ -93,13 +102,8 @@ class Router:
             return queue
         if not name or is_wildcard(name):
             raise InvalidRequest(f"invalid queue name {name!r}")
-        queue = Queue(
-            name,
-            address=name,
-            durable=temporary_owner is None,
-            store=self.store,
-            now_ms=self.clock.now_ms,
-            temporary_owner=temporary_owner,
+        queue = self._new_queue(
+            name, address=name, durable=temporary_owner is None, temporary_owner=temporary_owner
         )
         self._queues[name] = queue
         if temporary_owner is not None:
@@ -120,6 +124,26 @@ class Router:
             queue = self._queues.pop(name, None)
             if queue is not None:
                 self._close_queue(queue)
+
+    def _new_queue(
+        self,
+        name: str,
+        *,
+        address: str,
+        durable: bool,
+        filter_: str | None = None,
+        temporary_owner: object | None = None,
+    ) -> Queue:
+        return Queue(
+            name,
+            address=address,
+            durable=durable,
+            store=self.store,
+            now_ms=self.clock.now_ms,
+            budget=self.budget,
+            filter_=filter_,
+            temporary_owner=temporary_owner,
+        )
 
     def _close_queue(self, queue: Queue) -> None:
         for consumer in queue.consumers:
@@ -143,12 +167,10 @@ class Router:
         if not is_valid_pattern(pattern):
             raise InvalidRequest(f"invalid topic pattern {pattern!r}")
         if durable_name is None:
-            queue = Queue(
+            queue = self._new_queue(
                 f"subscription:{id(consumer):x}",
                 address=pattern,
                 durable=False,
-                store=self.store,
-                now_ms=self.clock.now_ms,
                 filter_=pattern,
                 temporary_owner=consumer,
             )
@@ -167,14 +189,7 @@ class Router:
         if queue is not None:
             # Same name, new topic: the old subscription is replaced (as in JMS).
             self.delete_durable_subscription(name)
-        queue = Queue(
-            name,
-            address=pattern,
-            durable=True,
-            store=self.store,
-            now_ms=self.clock.now_ms,
-            filter_=pattern,
-        )
+        queue = self._new_queue(name, address=pattern, durable=True, filter_=pattern)
         self._durable_subscriptions[name] = queue
         self.store.record_queue(name, pattern, pattern)
         self._bind(queue)
@@ -182,21 +197,14 @@ class Router:
 
     def restore_durable_subscription(self, name: str, pattern: str) -> Queue:
         """Recreate a durable subscription found in the store (start-up; not re-recorded)."""
-        queue = Queue(
-            name,
-            address=pattern,
-            durable=True,
-            store=self.store,
-            now_ms=self.clock.now_ms,
-            filter_=pattern,
-        )
+        queue = self._new_queue(name, address=pattern, durable=True, filter_=pattern)
         self._durable_subscriptions[name] = queue
         self._bind(queue)
         return queue
 
     def restore_queue(self, name: str) -> Queue:
         """Recreate a durable anycast queue found in the store (start-up; not re-recorded)."""
-        queue = Queue(name, address=name, durable=True, store=self.store, now_ms=self.clock.now_ms)
+        queue = self._new_queue(name, address=name, durable=True)
         self._queues[name] = queue
         return queue
 

@@ -184,6 +184,15 @@ class Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def pause_reading(self) -> None:
+        """Stop reading from the peer (back-pressure on a producer)."""
+        if self._transport is not None and not self._closing:
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and not self._closing:
+            self._transport.resume_reading()
+
     def now(self) -> float:
         return self._loop.time()
 

@@ -1,0 +1,50 @@
+"""The broker-wide memory budget for queued messages, and the producers waiting on it.
+
+Every message held by a queue (ready or in flight) is charged its body size plus a fixed
+overhead for its bookkeeping. Past ``limit`` the budget is exhausted: adapters stop reading
+from producing connections (back-pressure) instead of dropping anything; once usage falls to
+``resume_ratio`` of the limit, the waiting producers are resumed in the order they stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+DEFAULT_MEMORY_LIMIT = 1024 * 1024 * 1024
+ENTRY_OVERHEAD = 256  # bytes of objects per queued message besides its body (measured)
+
+
+class MemoryBudget:
+    __slots__ = ("_resume_at", "_waiting", "limit", "used")
+
+    def __init__(self, limit: int = DEFAULT_MEMORY_LIMIT, resume_ratio: float = 0.8) -> None:
+        if limit <= 0:
+            raise ValueError("the memory limit must be positive")
+        self.limit = limit
+        self.used = 0
+        self._resume_at = int(limit * resume_ratio)
+        self._waiting: list[Callable[[], None]] = []
+
+    def is_exhausted(self) -> bool:
+        return self.used >= self.limit
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def charge(self, size: int) -> None:
+        self.used += size + ENTRY_OVERHEAD
+
+    def release(self, size: int) -> None:
+        self.used -= size + ENTRY_OVERHEAD
+        if self._waiting and self.used <= self._resume_at:
+            waiting, self._waiting = self._waiting, []
+            for resume in waiting:
+                resume()
+
+    def call_when_available(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once usage is back under the resume level (now, if it is)."""
+        if self.used <= self._resume_at:
+            callback()
+        else:
+            self._waiting.append(callback)
