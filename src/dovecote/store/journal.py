@@ -49,6 +49,8 @@ from dovecote.store.recovery import RecoveredState, recover, segment_path
 
 log = logging.getLogger(__name__)
 
+LAZY_FLUSH_DELAY = 0.05  # seconds an ack may wait for a batch to ride with
+
 
 class SyncPolicy(Enum):
     ALWAYS = "always"  # fsync every batch before confirming it (survives power loss)
@@ -91,6 +93,8 @@ class Journal:
         self._pending: list[tuple[int, bytes]] = []
         self._pending_callbacks: list[Callable[[], None]] = []
         self._flush_scheduled = False
+        self._urgent = False  # pending holds a record or callback that must not wait
+        self._lazy_timer: asyncio.TimerHandle | None = None
         self._in_flight: _Batch | None = None
         self._group_ids = 0
         # Accounting (loop thread).
@@ -174,7 +178,7 @@ class Journal:
         self._locations.setdefault(queue, {})[seq] = self._segment << 32 | len(record)
 
     def record_ack(self, queue: str, seq: int) -> None:
-        self._append(encode_queue_seq(RecordType.MESSAGE_ACKED, queue, seq))
+        self._append(encode_queue_seq(RecordType.MESSAGE_ACKED, queue, seq), lazy=True)
         packed = self._locations.get(queue, {}).pop(seq, None)
         if packed is not None:
             self._refer(packed >> 32)
@@ -184,7 +188,8 @@ class Journal:
         packed = self._locations.get(queue, {}).get(seq)
         if packed is None:
             return
-        self._append(encode_queue_seq(RecordType.MESSAGE_DELIVERED, queue, seq, delivery_count))
+        record = encode_queue_seq(RecordType.MESSAGE_DELIVERED, queue, seq, delivery_count)
+        self._append(record, lazy=True)
         self._refer(packed >> 32)
 
     def begin_atomic(self) -> None:
@@ -197,6 +202,7 @@ class Journal:
     def call_when_durable(self, callback: Callable[[], None]) -> None:
         if self._pending:
             self._pending_callbacks.append(callback)
+            self._schedule_flush()
         elif self._in_flight is not None:
             self._in_flight.callbacks.append(callback)
         else:
@@ -218,7 +224,13 @@ class Journal:
 
     # --- appending (loop thread) --------------------------------------------------------------
 
-    def _append(self, record: bytes) -> None:
+    def _append(self, record: bytes, *, lazy: bool = False) -> None:
+        """Add ``record`` to the pending batch.
+
+        A lazy record (an ack, a delivery count) does not start a batch of its own: it rides
+        with the next one, or goes out after LAZY_FLUSH_DELAY. Losing one in a crash means a
+        redelivery, never a loss, and it spares a consumer's acks an fsync each.
+        """
         if self._segment_bytes + len(record) > self.config.segment_size and (
             self._segment_bytes > SEGMENT_HEADER.size
         ):
@@ -230,6 +242,14 @@ class Journal:
         self._segment_bytes += len(record)
         self._sizes[self._segment] = self._segment_bytes
         self._pending.append((self._segment, record))
+        if not lazy:
+            self._schedule_flush()
+        elif self._lazy_timer is None and not self._flush_scheduled:
+            assert self._loop is not None
+            self._lazy_timer = self._loop.call_later(LAZY_FLUSH_DELAY, self._flush)
+
+    def _schedule_flush(self) -> None:
+        self._urgent = True
         if not self._flush_scheduled:
             self._flush_scheduled = True
             assert self._loop is not None
@@ -237,8 +257,12 @@ class Journal:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
         if self._in_flight is not None or not self._pending or self._writer is None:
             return
+        self._urgent = False
         pieces: list[tuple[int, bytes]] = []
         chunk: list[bytes] = []
         current = self._pending[0][0]
@@ -263,8 +287,11 @@ class Journal:
         self.last_error = None
         for callback in batch.callbacks:
             callback()
-        if self._pending:
+        if self._urgent:
             self._flush()
+        elif self._pending and self._lazy_timer is None:
+            assert self._loop is not None
+            self._lazy_timer = self._loop.call_later(LAZY_FLUSH_DELAY, self._flush)
 
     def _batch_failed(self, error: str) -> None:
         if self.available:
