@@ -92,6 +92,7 @@ class Journal:
         # Pending batch (loop thread).
         self._pending: list[tuple[int, bytes]] = []
         self._pending_callbacks: list[Callable[[], None]] = []
+        self._unwritten: dict[tuple[str, int], int] = {}  # pending MESSAGE_ADDED -> its index
         self._flush_scheduled = False
         self._urgent = False  # pending holds a record or callback that must not wait
         self._lazy_timer: asyncio.TimerHandle | None = None
@@ -174,12 +175,26 @@ class Journal:
     def record_message(self, queue: str, seq: int, message: Message) -> None:
         record = encode_message_added(queue, seq, message)
         self._append(record)
+        self._unwritten[(queue, seq)] = len(self._pending) - 1
         self._hold(self._segment, len(record))
         self._locations.setdefault(queue, {})[seq] = self._segment << 32 | len(record)
 
     def record_ack(self, queue: str, seq: int) -> None:
-        self._append(encode_queue_seq(RecordType.MESSAGE_ACKED, queue, seq), lazy=True)
         packed = self._locations.get(queue, {}).pop(seq, None)
+        index = self._unwritten.pop((queue, seq), None)
+        if index is not None:
+            # Consumed before it was written: neither the message nor its ack need the disk
+            # (what ActiveMQ calls concurrent store and dispatch). Its sender's receipt still
+            # waits for the batch, so it never precedes anything recorded before it.
+            segment, record = self._pending[index]
+            self._pending[index] = (segment, b"")
+            self._sizes[segment] -= len(record)
+            if segment == self._segment:
+                self._segment_bytes -= len(record)
+            if packed is not None:
+                self._release(packed >> 32, packed & 0xFFFFFFFF)
+            return
+        self._append(encode_queue_seq(RecordType.MESSAGE_ACKED, queue, seq), lazy=True)
         if packed is not None:
             self._refer(packed >> 32)
             self._release(packed >> 32, packed & 0xFFFFFFFF)
@@ -263,18 +278,27 @@ class Journal:
         if self._in_flight is not None or not self._pending or self._writer is None:
             return
         self._urgent = False
+        self._unwritten.clear()
         pieces: list[tuple[int, bytes]] = []
         chunk: list[bytes] = []
         current = self._pending[0][0]
         for segment, record in self._pending:
             if segment != current:
-                pieces.append((current, b"".join(chunk)))
+                if chunk:
+                    pieces.append((current, b"".join(chunk)))
                 chunk, current = [], segment
-            chunk.append(record)
-        pieces.append((current, b"".join(chunk)))
+            if record:
+                chunk.append(record)
+        if chunk:
+            pieces.append((current, b"".join(chunk)))
         batch = _Batch(pieces, self._pending_callbacks)
         self._pending = []
         self._pending_callbacks = []
+        if not pieces:
+            # Every record was cancelled: nothing to write, and nothing is in flight before it.
+            for callback in batch.callbacks:
+                callback()
+            return
         self._in_flight = batch
         self._writer.jobs.put(batch)
 
