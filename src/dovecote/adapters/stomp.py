@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from dovecote.adapters.stomp_mapping import (
+    TEMP_PREFIX,
     CoreDestination,
     destination_from_core,
     destination_to_core,
@@ -144,26 +145,27 @@ class MessageEncoder:
         self._last: Message | None = None
         self._last_version = ""
         self._last_tail = b""
-        self._destinations: dict[tuple[str, bool, str], str] = {}
+        self._destinations: dict[tuple[str, bool, str, str], str] = {}
 
-    def _destination_line(self, message: Message, version: str) -> str:
+    def _destination_line(self, message: Message, version: str, connection_id: str) -> str:
         # (Enums hash in Python code; a bool keeps this lookup in C.)
-        key = (message.address, message.routing is RoutingType.ANYCAST, version)
+        key = (message.address, message.routing is RoutingType.ANYCAST, version, connection_id)
         line = self._destinations.get(key)
         if line is None:
             if len(self._destinations) >= _CACHE_LIMIT:
                 self._destinations.clear()
-            destination = destination_from_core(message.routing, message.address)
+            destination = destination_from_core(message.routing, message.address, connection_id)
             line = self._destinations[key] = f"destination:{escape(destination, version)}\n"
         return line
 
-    def tail(self, message: Message, version: str) -> bytes:
-        if message is self._last and version == self._last_version:
+    def tail(
+        self, message: Message, version: str, connection_id: str = "", *, cache: bool = True
+    ) -> bytes:
+        if cache and message is self._last and version == self._last_version:
             return self._last_tail
         lines = [
-            # Message ids are the router's own (``ID:<node>-<n>``): nothing to escape.
-            f"message-id:{message.message_id}\n"
-            f"{self._destination_line(message, version)}"
+            f"message-id:{escape(message.message_id, version)}\n"
+            f"{self._destination_line(message, version, connection_id)}"
             f"expires:{message.expires}\npriority:{message.priority}\n"
             f"timestamp:{message.timestamp}\n"
         ]
@@ -173,7 +175,8 @@ class MessageEncoder:
             lines.append(f"{escape(name, version)}:{escape(value, version)}\n")
         lines.append(f"content-length:{len(message.body)}\n\n")
         tail = b"".join(("".join(lines).encode(), message.body, b"\0"))
-        self._last, self._last_version, self._last_tail = message, version, tail
+        if cache:
+            self._last, self._last_version, self._last_tail = message, version, tail
         return tail
 
 
@@ -238,6 +241,7 @@ class StompSession:
         try:
             stomp.receive_data(data)
             while not self._closed:
+                frame = None  # an error in decoding belongs to no frame already handled
                 event = stomp.next_event()
                 if event is NEED_DATA:
                     return
@@ -286,7 +290,13 @@ class StompSession:
             head += b"ack:%d-%d\n" % (sub.number, entry.seq)
         if entry.delivery_count > 1:
             head += b"redelivered:true\n"
-        self._link.write(head + self._encoder.tail(entry.message, version))
+        message = entry.message
+        if message.address.startswith(TEMP_PREFIX):
+            # Temp destinations read differently for their creator: no shared encoding.
+            tail = self._encoder.tail(message, version, self._link.connection_id, cache=False)
+        else:
+            tail = self._encoder.tail(message, version)
+        self._link.write(head + tail)
 
     # --- frame handlers -----------------------------------------------------------------------
 
@@ -323,15 +333,16 @@ class StompSession:
             _expires(headers.get("expires")),
             router.now_ms(),
         )
-        if (
-            destination.temporary
-            and destination.routing is RoutingType.ANYCAST
-            and router.queue(destination.address) is None
-        ):
-            owner = self._link.connection_id
-            router.get_or_create_queue(destination.address, temporary_owner=owner)
+        if destination.routing is RoutingType.ANYCAST and router.queue(destination.address) is None:
+            if destination.remote_temporary:
+                # ActiveMQ: "Cannot publish to a deleted Destination".
+                raise NotFound(f"temporary destination {headers['destination'][:200]!r} is gone")
+            if destination.temporary:
+                owner = self._link.connection_id
+                router.get_or_create_queue(destination.address, temporary_owner=owner)
         tx_id = headers.get("transaction")
         if tx_id is not None:
+            router.check_routable(message)
             self._transaction(tx_id).add_send(message)
             self._receipt(frame)
             return
@@ -545,7 +556,8 @@ class StompSession:
             self._link.write(self._stomp.send(Frame(Command.ERROR, headers, detail.encode())))
         else:
             # The decoder already failed and the state machine is in ERROR: encode directly.
-            self._link.write(encode_frame(Frame(Command.ERROR, headers, detail.encode()), "1.0"))
+            error = Frame(Command.ERROR, headers, detail.encode())
+            self._link.write(encode_frame(error, self._stomp.version))
         log.info("closing %s: %s", self._link.connection_id, headers["message"])
         self._close(headers["message"])
 

@@ -37,6 +37,7 @@ class CoreDestination:
     routing: RoutingType
     address: str
     temporary: bool = False  # a temp queue/topic created by (and owned by) this connection
+    remote_temporary: bool = False  # another connection's temp destination (must exist)
 
 
 def destination_to_core(destination: str, connection_id: str) -> CoreDestination:
@@ -59,14 +60,22 @@ def destination_to_core(destination: str, connection_id: str) -> CoreDestination
         (REMOTE_TEMP_TOPIC, RoutingType.MULTICAST),
     ):
         if destination.startswith(prefix + TEMP_PREFIX):
-            return CoreDestination(routing, destination[len(prefix) :])
+            return CoreDestination(routing, destination[len(prefix) :], remote_temporary=True)
     raise InvalidRequest(
         f"invalid destination {destination[:200]!r}: use /queue/<name> or /topic/<name>"
     )
 
 
-def destination_from_core(routing: RoutingType, address: str) -> str:
-    """Map a core address back to the STOMP destination a subscriber sees."""
+def destination_from_core(routing: RoutingType, address: str, connection_id: str = "") -> str:
+    """Map a core address back to the STOMP destination a subscriber sees.
+
+    A temp destination shows as ``/temp-queue/<name>`` to the connection that created it and
+    as ``/remote-temp-queue/ID:<c>:<name>`` to every other connection, as in ActiveMQ.
+    """
+    own = f"{TEMP_PREFIX}{connection_id}:"
+    if connection_id and address.startswith(own):
+        prefix = TEMP_QUEUE if routing is RoutingType.ANYCAST else TEMP_TOPIC
+        return prefix + address[len(own) :]
     if address.startswith(TEMP_PREFIX):
         prefix = REMOTE_TEMP_QUEUE if routing is RoutingType.ANYCAST else REMOTE_TEMP_TOPIC
     else:

@@ -12,7 +12,8 @@ import socket
 from collections.abc import Mapping
 from types import TracebackType
 
-from dovecote.protocols.stomp import NEED_DATA, Command, Frame, Role, StompConnection
+from dovecote.protocols._errors import ProtocolError
+from dovecote.protocols.stomp import NEED_DATA, Command, Frame, Role, State, StompConnection
 
 
 class StompClientError(Exception):
@@ -88,9 +89,10 @@ class StompClient:
 
     def close(self) -> None:
         try:
-            self._request(Frame(Command.DISCONNECT), receipt=True)
-        except (OSError, StompClientError):
-            pass
+            if self._stomp.state is State.OPEN:
+                self._request(Frame(Command.DISCONNECT), receipt=True)
+        except (OSError, StompClientError, ProtocolError):
+            pass  # closing anyway: the broker may already have closed after an ERROR
         finally:
             self._sock.close()
 

@@ -61,10 +61,7 @@ class Router:
         Raises StoreUnavailable for a persistent message while the store cannot write.
         """
         if message.persistent and not self.store.is_available():
-            raise StoreUnavailable(
-                "the broker cannot write its journal (disk full or I/O error); "
-                "persistent messages are refused until it recovers"
-            )
+            self.check_routable(message)  # raises StoreUnavailable
         if message.routing is RoutingType.ANYCAST:
             self.get_or_create_queue(message.address).add(message)
             return 1
@@ -74,6 +71,16 @@ class Router:
         for queue in queues:
             queue.add(message)
         return len(queues)
+
+    def check_routable(self, message: Message) -> None:
+        """Raise what :meth:`send` would raise for ``message``, without sending it."""
+        if message.persistent and not self.store.is_available():
+            raise StoreUnavailable(
+                "the broker cannot write its journal (disk full or I/O error); "
+                "persistent messages are refused until it recovers"
+            )
+        if not message.address or is_wildcard(message.address):
+            raise InvalidRequest(f"cannot send to a wildcard address {message.address!r}")
 
     def call_when_durable(self, callback: Callable[[], None]) -> None:
         self.store.call_when_durable(callback)
@@ -116,13 +123,16 @@ class Router:
         queue = self._queues.pop(name, None)
         if queue is None:
             raise NotFound(f"no queue {name!r}")
+        if queue.temporary_owner is not None:
+            self._owned.get(queue.temporary_owner, set()).discard(name)
         self._close_queue(queue)
 
     def delete_owned(self, owner: object) -> None:
         """Delete the temporary queues ``owner`` created (its connection closed)."""
         for name in self._owned.pop(owner, ()):
-            queue = self._queues.pop(name, None)
-            if queue is not None:
+            queue = self._queues.get(name)
+            if queue is not None and queue.temporary_owner is owner:
+                del self._queues[name]
                 self._close_queue(queue)
 
     def _new_queue(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dovecote.core.errors import NotFound, StoreUnavailable
+from dovecote.core.errors import NotFound
 from dovecote.core.message import Message
 from dovecote.core.queue import Consumer
 from dovecote.core.router import Router
@@ -39,11 +39,8 @@ class Transaction:
 
     def commit(self, router: Router) -> None:
         """Apply every held operation, in order; durable ones survive a crash all or none."""
-        if any(m.persistent for m in self.sends) and not router.store.is_available():
-            raise StoreUnavailable(
-                "the broker cannot write its journal (disk full or I/O error); "
-                "the transaction was not committed"
-            )
+        for message in self.sends:  # all or nothing: refuse before applying anything
+            router.check_routable(message)
         router.store.begin_atomic()
         try:
             self._apply(router)
