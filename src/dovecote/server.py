@@ -131,7 +131,9 @@ class Broker:
             self.config.data_dir.mkdir(parents=True, exist_ok=True)
         if self.journal is not None:
             began = time.monotonic()
-            state = self.journal.open(asyncio.get_running_loop())
+            state = self.journal.open(
+                asyncio.get_running_loop(), body_budget=self.router.budget.page_at
+            )
             restore(self.router, state)
             log.info(
                 "journal recovered in %.2f s: %d queues, %d messages, %d records in %d segments",
@@ -187,7 +189,9 @@ def restore(router: Router, state: RecoveredState) -> None:
             queue = router.restore_queue(recovered.name)
         for seq in sorted(recovered.messages):
             item = recovered.messages[seq]
-            queue.restore(QueueEntry(item.message, seq, item.delivery_count))
+            entry = QueueEntry(item.message, seq, item.delivery_count)
+            entry.paged = item.paged
+            queue.restore(entry)
 
 
 def raise_open_file_limit() -> None:

@@ -389,23 +389,30 @@ class StompSession:
         consumer = Consumer(sub, self, ack_mode=ack_mode, prefetch=prefetch)
         consumer.paused = self._paused
         sub.consumer = consumer
-        if destination.routing is RoutingType.ANYCAST:
-            owner = self._link.connection_id if destination.temporary else None
-            self._router.consume_queue(destination.address, consumer, owner=owner)
-        else:
-            durable = headers.get("activemq.subscriptionName") or headers.get(
-                "durable-subscription-name"
-            )
-            if durable:
-                if not self._client_id:
-                    raise InvalidRequest("a durable subscription needs a client-id on CONNECT")
-                sub.durable_name = f"{self._client_id}.{durable}"
-            self._router.subscribe_topic(
-                destination.address, consumer, durable_name=sub.durable_name
-            )
+        durable = headers.get("activemq.subscriptionName") or headers.get(
+            "durable-subscription-name"
+        )
+        if durable and destination.routing is RoutingType.MULTICAST:
+            if not self._client_id:
+                raise InvalidRequest("a durable subscription needs a client-id on CONNECT")
+            sub.durable_name = f"{self._client_id}.{durable}"
+        # Registered before it is attached: attaching dispatches at once, and a full outbound
+        # buffer must be able to pause this consumer in the middle of that.
         self._next_number += 1
         self._subscriptions[sub_id] = sub
         self._by_number[sub.number] = sub
+        try:
+            if destination.routing is RoutingType.ANYCAST:
+                owner = self._link.connection_id if destination.temporary else None
+                self._router.consume_queue(destination.address, consumer, owner=owner)
+            else:
+                self._router.subscribe_topic(
+                    destination.address, consumer, durable_name=sub.durable_name
+                )
+        except CoreError:
+            del self._subscriptions[sub_id]
+            del self._by_number[sub.number]
+            raise
         self._receipt(frame)
 
     def _on_unsubscribe(self, frame: Frame) -> None:

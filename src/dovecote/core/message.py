@@ -44,12 +44,14 @@ class Message:
 class QueueEntry:
     """A message held by one queue. ``seq`` is unique within the queue and orders FIFO."""
 
-    __slots__ = ("delivery_count", "message", "seq")
+    __slots__ = ("delivery_count", "message", "paged", "ready", "seq")
 
     def __init__(self, message: Message, seq: int, delivery_count: int = 0) -> None:
         self.message = message
         self.seq = seq
         self.delivery_count = delivery_count
+        self.ready = True  # waiting in the queue (not with a consumer)
+        self.paged = False  # its body is on disk only (``message.body`` is empty)
 
     @property
     def redelivered(self) -> bool:

@@ -48,6 +48,14 @@ class Store(Protocol):
         """The message at ``seq`` was handed to a consumer (for ``redelivered`` after a crash)."""
         ...
 
+    def is_on_disk(self, queue: str, seq: int) -> bool:
+        """True once the message at ``seq`` can be read back with :meth:`load_body`."""
+        ...
+
+    def load_body(self, queue: str, seq: int) -> bytes:
+        """The body of a message whose entry was paged out (raises StoreUnavailable)."""
+        ...
+
     def begin_atomic(self) -> None:
         """Records until :meth:`end_atomic` survive a crash together or not at all."""
         ...

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from dovecote.core.errors import NotFound
+from dovecote.core.errors import NotFound, StoreUnavailable
 from dovecote.core.limits import MemoryBudget
 from dovecote.core.message import MAX_PRIORITY, Message, QueueEntry
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from dovecote.core.ports import DeliverySink, Store
 
 DEFAULT_PREFETCH = 1000
+_PAGE_SCAN_LIMIT = 10_000  # unwritten entries page_out may step over before giving up
 
 
 class AckMode:
@@ -109,10 +111,12 @@ class Queue:
         self._budget = budget
         self._ready: list[deque[QueueEntry]] = [deque() for _ in range(MAX_PRIORITY + 1)]
         self._ready_count = 0
+        self._pageable: deque[QueueEntry] = deque()  # persistent entries, oldest first
         self._consumers: list[Consumer] = []
         self._rr = 0
         self._next_seq = 1
         self._dispatching = False
+        self.last_error: str | None = None  # why dispatch last stopped short, if it did
         self.enqueued = 0
         self.dequeued = 0
         self.expired = 0
@@ -156,18 +160,23 @@ class Queue:
         seq = self._next_seq
         self._next_seq = seq + 1
         self.enqueued += 1
+        entry = QueueEntry(message, seq)
         if self.durable and message.persistent:
             self._store.record_message(self.name, seq, message)
-        entry = QueueEntry(message, seq)
+            self._pageable.append(entry)
         self._budget.charge(len(message.body))
         self._ready[message.priority].append(entry)
         self._ready_count += 1
         if self._consumers:
             self.dispatch()
+        if self._budget.is_paging() and self._pageable:
+            self.page_out()
 
     def restore(self, entry: QueueEntry) -> None:
         """Put back an entry recovered from the store (at start-up), keeping its seq."""
         self._budget.charge(len(entry.message.body))
+        if not entry.paged:
+            self._pageable.append(entry)
         self._ready[entry.message.priority].append(entry)
         self._ready_count += 1
         self._next_seq = max(self._next_seq, entry.seq + 1)
@@ -234,8 +243,11 @@ class Queue:
         count = 0
         for level in self._ready:
             while level:
-                self._settle(level.popleft())
+                entry = level.popleft()
+                entry.ready = False
+                self._settle(entry)
                 count += 1
+        self._pageable.clear()
         self._ready_count = 0
         return count
 
@@ -274,12 +286,13 @@ class Queue:
             self._dispatching = False
 
     def _pop(self) -> QueueEntry | None:
-        """The next deliverable entry; expired ones on the way are dropped."""
+        """The next deliverable entry (its body paged back in); expired ones are dropped."""
         now = 0
         for level in reversed(self._ready):
             while level:
                 entry = level.popleft()
                 self._ready_count -= 1
+                entry.ready = False
                 expires = entry.message.expires
                 if expires:
                     now = now or self._now_ms()
@@ -287,11 +300,46 @@ class Queue:
                         self.expired += 1
                         self._settle(entry)
                         continue
+                if entry.paged:
+                    try:
+                        body = self._store.load_body(self.name, entry.seq)
+                    except StoreUnavailable as exc:
+                        # Never lose it: put it back and stop dispatching until a retry.
+                        entry.ready = True
+                        level.appendleft(entry)
+                        self._ready_count += 1
+                        self.last_error = exc.message
+                        return None
+                    entry.message = replace(entry.message, body=body)
+                    entry.paged = False
+                    self._budget.page_in(len(body))
                 return entry
         return None
 
+    def page_out(self) -> int:
+        """Drop bodies already in the store from memory, newest first, while over the
+        paging level. Returns how many bodies left memory."""
+        pageable, store, budget = self._pageable, self._store, self._budget
+        not_yet: list[QueueEntry] = []  # newest records, still being written
+        paged = 0
+        while pageable and budget.is_paging() and len(not_yet) < _PAGE_SCAN_LIMIT:
+            entry = pageable.pop()
+            if not entry.ready or entry.paged:
+                continue  # delivered meanwhile: no longer ours to page
+            if not store.is_on_disk(self.name, entry.seq):
+                not_yet.append(entry)
+                continue
+            size = len(entry.message.body)
+            entry.message = replace(entry.message, body=b"")
+            entry.paged = True
+            budget.page_out(size)
+            paged += 1
+        pageable.extend(reversed(not_yet))
+        return paged
+
     def _requeue(self, entries: list[QueueEntry]) -> None:
         for entry in sorted(entries, key=lambda e: e.seq, reverse=True):
+            entry.ready = True
             self._ready[entry.message.priority].appendleft(entry)
             self._ready_count += 1
 

@@ -31,12 +31,14 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from dovecote.core.errors import StoreUnavailable
 from dovecote.core.message import Message
 from dovecote.store.record import (
     SEGMENT_HEADER,
     QueueKind,
     RecordType,
     SegmentHeader,
+    decode_message_added,
     encode_group,
     encode_message_added,
     encode_name,
@@ -66,11 +68,16 @@ class JournalConfig:
     evacuate_below: float = 0.5  # evacuate the oldest segment when less than this is live
     retry_interval: float = 1.0  # after a write error
 
+    def __post_init__(self) -> None:
+        if not 4096 <= self.segment_size < 2**32:
+            raise ValueError("segment_size must be at least 4 KiB and below 4 GiB")
+
 
 @dataclass(slots=True)
 class _Batch:
     pieces: list[tuple[int, bytes]]  # (segment id, bytes), segments ascending
     callbacks: list[Callable[[], None]]
+    placed: list[tuple[str, int, int, int]]  # MESSAGE_ADDED (queue, seq, segment, offset)
 
 
 class _Job(Enum):
@@ -93,6 +100,10 @@ class Journal:
         self._pending: list[tuple[int, bytes]] = []
         self._pending_callbacks: list[Callable[[], None]] = []
         self._unwritten: dict[tuple[str, int], int] = {}  # pending MESSAGE_ADDED -> its index
+        self._placing: dict[int, tuple[str, int]] = {}  # pending index -> MESSAGE_ADDED key
+        self._flushed_bytes: dict[int, int] = {}  # segment -> bytes handed to the writer
+        self._readers: dict[int, int] = {}  # segment -> read-only fd, for paged bodies
+        self._moving: dict[tuple[str, int], int] = {}  # evacuated, not yet rewritten -> old place
         self._flush_scheduled = False
         self._urgent = False  # pending holds a record or callback that must not wait
         self._lazy_timer: asyncio.TimerHandle | None = None
@@ -112,11 +123,16 @@ class Journal:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    def open(self, loop: asyncio.AbstractEventLoop) -> RecoveredState:
-        """Recover the directory's state and start the writer. Call before any record."""
+    def open(
+        self, loop: asyncio.AbstractEventLoop, *, body_budget: int | None = None
+    ) -> RecoveredState:
+        """Recover the directory's state and start the writer. Call before any record.
+
+        Bodies past ``body_budget`` bytes stay on disk (see :func:`recover`).
+        """
         self._loop = loop
         self.directory.mkdir(parents=True, exist_ok=True)
-        state = recover(self.directory)
+        state = recover(self.directory, body_budget=body_budget)
         self.recovered = state
         self._load_accounting(state)
         existing = sorted(self._segments)
@@ -142,6 +158,9 @@ class Journal:
         self.call_when_durable(done.set)
         if self.available:
             await asyncio.wait_for(done.wait(), timeout=30)
+        for fd in self._readers.values():
+            os.close(fd)
+        self._readers.clear()
         self._writer.jobs.put(_Job.CLOSE)
         await asyncio.get_running_loop().run_in_executor(None, self._writer.join, 30)
         self._writer = None
@@ -169,15 +188,17 @@ class Journal:
             self._refer(old[1])
             self._release(old[1], len(old[0]))
         for packed in self._locations.pop(name, {}).values():
-            self._refer(packed >> 32)
-            self._release(packed >> 32, packed & 0xFFFFFFFF)
+            self._refer(_segment_of(packed))
+            self._release(_segment_of(packed), _size_of(packed))
 
     def record_message(self, queue: str, seq: int, message: Message) -> None:
         record = encode_message_added(queue, seq, message)
         self._append(record)
-        self._unwritten[(queue, seq)] = len(self._pending) - 1
+        index = len(self._pending) - 1
+        self._unwritten[(queue, seq)] = index
+        self._placing[index] = (queue, seq)
         self._hold(self._segment, len(record))
-        self._locations.setdefault(queue, {})[seq] = self._segment << 32 | len(record)
+        self._locations.setdefault(queue, {})[seq] = _pack(self._segment, len(record))
 
     def record_ack(self, queue: str, seq: int) -> None:
         packed = self._locations.get(queue, {}).pop(seq, None)
@@ -192,12 +213,12 @@ class Journal:
             if segment == self._segment:
                 self._segment_bytes -= len(record)
             if packed is not None:
-                self._release(packed >> 32, packed & 0xFFFFFFFF)
+                self._release(_segment_of(packed), _size_of(packed))
             return
         self._append(encode_queue_seq(RecordType.MESSAGE_ACKED, queue, seq), lazy=True)
         if packed is not None:
-            self._refer(packed >> 32)
-            self._release(packed >> 32, packed & 0xFFFFFFFF)
+            self._refer(_segment_of(packed))
+            self._release(_segment_of(packed), _size_of(packed))
 
     def record_delivery(self, queue: str, seq: int, delivery_count: int) -> None:
         packed = self._locations.get(queue, {}).get(seq)
@@ -205,7 +226,30 @@ class Journal:
             return
         record = encode_queue_seq(RecordType.MESSAGE_DELIVERED, queue, seq, delivery_count)
         self._append(record, lazy=True)
-        self._refer(packed >> 32)
+        self._refer(_segment_of(packed))
+
+    def is_on_disk(self, queue: str, seq: int) -> bool:
+        """True once the message's record is written, so its body may leave memory."""
+        packed = self._locations.get(queue, {}).get(seq)
+        return packed is not None and (_offset_of(packed) != 0 or (queue, seq) in self._moving)
+
+    def load_body(self, queue: str, seq: int) -> bytes:
+        """Read a paged-out message body back from its segment (page cache, usually)."""
+        key = (queue, seq)
+        packed = self._moving.get(key) or self._locations.get(queue, {}).get(seq)
+        if packed is None or _offset_of(packed) == 0:
+            raise StoreUnavailable(f"message {queue}#{seq} is not in the journal")
+        segment = _segment_of(packed)
+        fd = self._readers.get(segment)
+        if fd is None:
+            fd = self._readers[segment] = os.open(
+                segment_path(self.directory, segment), os.O_RDONLY
+            )
+        data = os.pread(fd, _size_of(packed), _offset_of(packed))
+        record = read_record(data, 0)
+        if record is None or record[0] is not RecordType.MESSAGE_ADDED:
+            raise StoreUnavailable(f"message {queue}#{seq} could not be read back")
+        return decode_message_added(record[1])[2].body
 
     def begin_atomic(self) -> None:
         self._group_ids += 1
@@ -280,20 +324,29 @@ class Journal:
         self._urgent = False
         self._unwritten.clear()
         pieces: list[tuple[int, bytes]] = []
+        placed: list[tuple[str, int, int, int]] = []
         chunk: list[bytes] = []
         current = self._pending[0][0]
-        for segment, record in self._pending:
+        placing = self._placing
+        flushed = self._flushed_bytes
+        for index, (segment, record) in enumerate(self._pending):
             if segment != current:
                 if chunk:
                     pieces.append((current, b"".join(chunk)))
                 chunk, current = [], segment
             if record:
+                offset = flushed.get(segment, SEGMENT_HEADER.size)
+                flushed[segment] = offset + len(record)
                 chunk.append(record)
+                key = placing.get(index)
+                if key is not None:
+                    placed.append((key[0], key[1], segment, offset))
         if chunk:
             pieces.append((current, b"".join(chunk)))
-        batch = _Batch(pieces, self._pending_callbacks)
+        batch = _Batch(pieces, self._pending_callbacks, placed)
         self._pending = []
         self._pending_callbacks = []
+        self._placing = {}
         if not pieces:
             # Every record was cancelled: nothing to write, and nothing is in flight before it.
             for callback in batch.callbacks:
@@ -305,6 +358,14 @@ class Journal:
     def _batch_done(self, batch: _Batch) -> None:
         """Loop thread: the writer made ``batch`` durable."""
         self._in_flight = None
+        locations = self._locations
+        for name, seq, segment, offset in batch.placed:
+            seqs = locations.get(name)
+            if seqs is None:
+                continue
+            packed = seqs.get(seq)
+            if packed is not None and _segment_of(packed) == segment:
+                seqs[seq] = _pack(segment, _size_of(packed), offset)
         if not self.available:
             log.warning("journal writes succeed again; confirming resumes")
         self.available = True
@@ -365,6 +426,10 @@ class Journal:
 
     def _delete(self, segment: int) -> None:
         self._segments.discard(segment)
+        fd = self._readers.pop(segment, None)
+        if fd is not None:
+            os.close(fd)
+        self._flushed_bytes.pop(segment, None)
         self._sizes.pop(segment, None)
         self._live.pop(segment, None)
         self._live_bytes.pop(segment, None)
@@ -380,7 +445,7 @@ class Journal:
             (name, seq)
             for name, seqs in self._locations.items()
             for seq, packed in seqs.items()
-            if packed >> 32 == segment
+            if _segment_of(packed) == segment
         }
         records = _read_live_records(segment_path(self.directory, segment), keys)
         for name, (record, where) in list(self._queue_defs.items()):
@@ -391,15 +456,18 @@ class Journal:
                 self._queue_defs[name] = (record, self._segment)
         for (name, seq), record in records.items():
             packed = self._locations.get(name, {}).get(seq)
-            if packed is None or packed >> 32 != segment:
+            if packed is None or _segment_of(packed) != segment:
                 continue  # acknowledged meanwhile
-            self._release(segment, packed & 0xFFFFFFFF)
+            self._release(segment, _size_of(packed))
             self._append(record)
+            self._placing[len(self._pending) - 1] = (name, seq)
+            self._moving[(name, seq)] = packed  # still readable there until rewritten
             self._hold(self._segment, len(record))
-            self._locations[name][seq] = self._segment << 32 | len(record)
+            self._locations[name][seq] = _pack(self._segment, len(record))
 
         def done() -> None:
             self._evacuating = None
+            self._moving.clear()
             self._refs.pop(segment, None)  # its acks refer to nothing that still matters
             self._schedule_reclaim()
 
@@ -408,6 +476,7 @@ class Journal:
     def _load_accounting(self, state: RecoveredState) -> None:
         self._segments = set(state.segments) - set(state.report.dropped_segments)
         self._sizes = dict(state.segment_sizes)
+        self._flushed_bytes = {s: max(size, SEGMENT_HEADER.size) for s, size in self._sizes.items()}
         self._refs = {s: set(r) for s, r in state.references.items()}
         for queue_state in state.queues.values():
             record = encode_queue_created(
@@ -417,9 +486,25 @@ class Journal:
             self._hold(queue_state.segment, len(record))
             seqs = self._locations.setdefault(queue_state.name, {})
             for seq, item in queue_state.messages.items():
-                size = len(encode_message_added(queue_state.name, seq, item.message))
-                seqs[seq] = item.segment << 32 | size
-                self._hold(item.segment, size)
+                seqs[seq] = _pack(item.segment, item.size, item.offset)
+                self._hold(item.segment, item.size)
+
+
+def _pack(segment: int, size: int, offset: int = 0) -> int:
+    """A message record's place: segment, offset (0 until written) and size, in one int."""
+    return segment << 64 | offset << 32 | size
+
+
+def _segment_of(packed: int) -> int:
+    return packed >> 64
+
+
+def _offset_of(packed: int) -> int:
+    return (packed >> 32) & 0xFFFFFFFF
+
+
+def _size_of(packed: int) -> int:
+    return packed & 0xFFFFFFFF
 
 
 def _read_live_records(path: Path, keys: set[tuple[str, int]]) -> dict[tuple[str, int], bytes]:

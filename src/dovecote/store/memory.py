@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from dovecote.core.errors import StoreUnavailable
 from dovecote.core.message import Message
 
 
@@ -17,6 +18,12 @@ class MemoryStore:
 
     def record_delivery(self, queue: str, seq: int, delivery_count: int) -> None:
         return None
+
+    def is_on_disk(self, queue: str, seq: int) -> bool:
+        return False  # nothing is: no body ever leaves memory
+
+    def load_body(self, queue: str, seq: int) -> bytes:
+        raise StoreUnavailable("the memory store keeps no message bodies")
 
     def begin_atomic(self) -> None:
         return None

@@ -19,7 +19,7 @@ import zlib
 from dataclasses import dataclass
 from enum import IntEnum
 
-from dovecote.core.message import Message, RoutingType
+from dovecote.core.message import MAX_PRIORITY, Message, RoutingType
 
 MAGIC = b"DVCJ"
 FORMAT_VERSION = 1
@@ -245,22 +245,44 @@ def encode_message_added(queue: str, seq: int, message: Message) -> bytes:
     return frame_record(RecordType.MESSAGE_ADDED, b"".join(parts))
 
 
-def decode_message_added(payload: bytes) -> tuple[str, int, Message]:
-    r = _Reader(payload)
-    queue, seq = r.str16(), r.u64()
-    message_id, address = r.str16(), r.str16()
-    routing, priority, persistent, expires, timestamp, count = _MESSAGE_FIXED.unpack(
-        r.take(_MESSAGE_FIXED.size)
-    )
-    properties = {}
-    for _ in range(count):
-        name = r.str16()
-        properties[name] = r.str32()
+def decode_message_added(payload: bytes, *, with_body: bool = True) -> tuple[str, int, Message]:
+    """Decode a MESSAGE_ADDED payload; ``with_body=False`` leaves the body out (paging).
+
+    Recovery decodes every message in the journal, so this reads fields with ``unpack_from``
+    rather than through :class:`_Reader`; a short or malformed payload is CorruptRecord.
+    """
+    try:
+        (length,) = _U16.unpack_from(payload, 0)
+        pos = 2 + length
+        queue = payload[2:pos].decode("utf-8")
+        (seq,) = _U64.unpack_from(payload, pos)
+        (length,) = _U16.unpack_from(payload, pos + 8)
+        start, pos = pos + 10, pos + 10 + length
+        message_id = payload[start:pos].decode("utf-8")
+        (length,) = _U16.unpack_from(payload, pos)
+        start, pos = pos + 2, pos + 2 + length
+        address = payload[start:pos].decode("utf-8")
+        routing, priority, persistent, expires, timestamp, count = _MESSAGE_FIXED.unpack_from(
+            payload, pos
+        )
+        pos += _MESSAGE_FIXED.size
+        properties: dict[str, str] = {}
+        for _ in range(count):
+            (length,) = _U16.unpack_from(payload, pos)
+            start, pos = pos + 2, pos + 2 + length
+            name = payload[start:pos].decode("utf-8")
+            (length,) = _U32.unpack_from(payload, pos)
+            start, pos = pos + 4, pos + 4 + length
+            properties[name] = payload[start:pos].decode("utf-8")
+    except (struct.error, UnicodeDecodeError):
+        raise CorruptRecord("message record fields do not parse") from None
+    if pos > len(payload) or priority > MAX_PRIORITY:
+        raise CorruptRecord("message record fields do not parse")
     message = Message(
         message_id,
         address,
         RoutingType.MULTICAST if routing else RoutingType.ANYCAST,
-        r.rest(),
+        payload[pos:] if with_body else b"",
         properties,
         bool(persistent),
         priority,

@@ -56,7 +56,10 @@ def list_segments(directory: Path) -> list[int]:
 class RecoveredMessage:
     message: Message
     segment: int
+    offset: int  # of its MESSAGE_ADDED record in the segment file
+    size: int  # of that record
     delivery_count: int = 0
+    paged: bool = False  # body left on disk (``message.body`` is empty) to bound memory
 
 
 @dataclass(slots=True)
@@ -65,8 +68,12 @@ class RecoveredQueue:
     address: str
     filter: str | None
     kind: QueueKind
-    segment: int  # where its QUEUE_CREATED record is
+    segment: int  # where its QUEUE_CREATED record is (-1: not seen yet)
     messages: dict[int, RecoveredMessage] = field(default_factory=dict)
+
+    @property
+    def is_defined(self) -> bool:
+        return self.segment >= 0
 
 
 @dataclass(slots=True)
@@ -97,31 +104,40 @@ class RecoveredState:
 class _Replayer:
     """Applies records to a RecoveredState, buffering atomic groups."""
 
-    def __init__(self, state: RecoveredState) -> None:
+    def __init__(self, state: RecoveredState, body_budget: int | None) -> None:
         self.state = state
-        self.group: list[tuple[RecordType, bytes, int]] | None = None
+        self.body_budget = body_budget  # body bytes kept in memory; the rest stay on disk
+        self.group: list[tuple[RecordType, bytes, int, int, int]] | None = None
+        self.group_start: tuple[int, int] = (0, 0)  # (segment, offset) of its ATOMIC_BEGIN
 
-    def feed(self, kind: RecordType, payload: bytes, segment: int) -> None:
+    def feed(self, kind: RecordType, payload: bytes, segment: int, offset: int, size: int) -> None:
         if kind is RecordType.ATOMIC_BEGIN:
             decode_group(payload)
             self.group = []
+            self.group_start = (segment, offset)
         elif kind is RecordType.ATOMIC_COMMIT:
             decode_group(payload)
             group, self.group = self.group or [], None
             for item in group:
                 self.apply(*item)
         elif self.group is not None:
-            self.group.append((kind, payload, segment))
+            self.group.append((kind, payload, segment, offset, size))
         else:
-            self.apply(kind, payload, segment)
+            self.apply(kind, payload, segment, offset, size)
 
-    def apply(self, kind: RecordType, payload: bytes, segment: int) -> None:
+    def apply(self, kind: RecordType, payload: bytes, segment: int, offset: int, size: int) -> None:
         queues = self.state.queues
         if kind is RecordType.QUEUE_CREATED:
             name, address, filter_, queue_kind = decode_queue_created(payload)
             existing = queues.get(name)
-            if existing is None or existing.filter != filter_:
+            if existing is not None and not existing.is_defined:
+                # Its messages came first: evacuation rewrites a definition after them.
+                existing.address, existing.filter, existing.kind = address, filter_, queue_kind
+                existing.segment = segment
+            elif existing is None or existing.filter != filter_:
                 queues[name] = RecoveredQueue(name, address, filter_, queue_kind, segment)
+            else:
+                existing.segment = segment
         elif kind is RecordType.QUEUE_DELETED:
             name = decode_name(payload)
             gone = queues.pop(name, None)
@@ -130,14 +146,18 @@ class _Replayer:
                 for item in gone.messages.values():
                     self._refer(segment, item.segment)
         elif kind is RecordType.MESSAGE_ADDED:
-            queue_name, seq, message = decode_message_added(payload)
+            budget = self.body_budget
+            keep = budget is None or len(payload) <= budget
+            queue_name, seq, message = decode_message_added(payload, with_body=keep)
             queue = queues.get(queue_name)
             if queue is None:
-                self.state.report.problems.append(
-                    f"message for unknown queue {queue_name!r} ignored"
-                )
-                return
-            queue.messages[seq] = RecoveredMessage(message, segment)
+                # Defined later in the journal (or, if never, kept as a plain queue).
+                queue = RecoveredQueue(queue_name, queue_name, None, QueueKind.QUEUE, -1)
+                queues[queue_name] = queue
+            item = RecoveredMessage(message, segment, offset, size, paged=not keep)
+            if budget is not None and keep:
+                self.body_budget = budget - len(payload)
+            queue.messages[seq] = item
         elif kind is RecordType.MESSAGE_ACKED:
             queue_name, seq, _ = decode_queue_seq(payload)
             queue = queues.get(queue_name)
@@ -157,11 +177,14 @@ class _Replayer:
             self.state.references.setdefault(segment, set()).add(older)
 
 
-def recover(directory: Path) -> RecoveredState:
-    """Replay every segment in ``directory``; truncate at the first bad record (see module)."""
+def recover(directory: Path, *, body_budget: int | None = None) -> RecoveredState:
+    """Replay every segment in ``directory``; truncate at the first bad record (see module).
+
+    With ``body_budget``, message bodies beyond that many bytes are left on disk (paged).
+    """
     state = RecoveredState()
     report = state.report
-    replayer = _Replayer(state)
+    replayer = _Replayer(state, body_budget)
     segment_ids = list_segments(directory)
     for index, segment_id in enumerate(segment_ids):
         path = segment_path(directory, segment_id)
@@ -173,33 +196,75 @@ def recover(directory: Path) -> RecoveredState:
         if problem is None:
             state.segment_sizes[segment_id] = len(data)
             continue
-        # Stop here: truncate this segment and set the later ones aside.
+        # Stop here: set the later segments aside, then truncate this one.
         lost = len(data) - good_end
         report.truncated_bytes += lost
         report.problems.append(
             f"segment {segment_id}: {problem} at offset {good_end}; truncated {lost} bytes"
         )
-        with open(path, "r+b") as handle:
-            handle.truncate(good_end)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _set_aside(directory, segment_ids[index + 1 :], report, "after a bad record")
+        _truncate(path, good_end)
         state.segment_sizes[segment_id] = good_end
-        for later in segment_ids[index + 1 :]:
-            later_path = segment_path(directory, later)
-            later_path.rename(later_path.with_suffix(".dropped"))
-            report.dropped_segments.append(later)
-            report.problems.append(
-                f"segment {later}: set aside as {later_path.name}.dropped (after a bad record)"
-            )
         break
+    for queue_state in state.queues.values():
+        if not queue_state.is_defined:
+            queue_state.segment = state.segments[0] if state.segments else 0
+            report.problems.append(
+                f"queue {queue_state.name!r} has messages but no definition; "
+                "kept as a queue of that name"
+            )
     if replayer.group is not None:
-        report.discarded_groups += 1
-        report.problems.append(
-            f"an atomic group of {len(replayer.group)} records had no commit and was discarded"
-        )
+        _cut_open_group(directory, state, replayer)
     for problem in report.problems:
         log.warning("journal recovery: %s", problem)
     return state
+
+
+def _cut_open_group(directory: Path, state: RecoveredState, replayer: _Replayer) -> None:
+    """Discard the atomic group the journal ends in (its commit was never written) and cut it
+    off the disk: left there, it would swallow every record appended after it at the next
+    recovery. Everything from its ATOMIC_BEGIN on belongs to it."""
+    assert replayer.group is not None
+    report = state.report
+    segment_id, offset = replayer.group_start
+    lost = state.segment_sizes[segment_id] - offset
+    report.discarded_groups += 1
+    report.truncated_bytes += lost
+    report.problems.append(
+        f"segment {segment_id}: an atomic group of {len(replayer.group)} records had no commit "
+        f"at offset {offset}; truncated {lost} bytes"
+    )
+    later = [s for s in state.segments if s > segment_id and s not in report.dropped_segments]
+    _set_aside(directory, later, report, "after an uncommitted group")
+    for segment in later:
+        state.segment_sizes.pop(segment, None)
+    _truncate(segment_path(directory, segment_id), offset)
+    state.segment_sizes[segment_id] = offset
+    replayer.group = None
+
+
+def _set_aside(directory: Path, segment_ids: list[int], report: RecoveryReport, why: str) -> None:
+    """Rename segments ``*.dropped`` (kept for inspection, never replayed), durably: before
+    anything earlier is truncated, so that a crash cannot leave them after a hole."""
+    for segment_id in segment_ids:
+        path = segment_path(directory, segment_id)
+        dropped = path.with_suffix(".dropped")
+        path.rename(dropped)
+        report.dropped_segments.append(segment_id)
+        report.problems.append(f"segment {segment_id}: set aside as {dropped.name} ({why})")
+    if segment_ids:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _truncate(path: Path, size: int) -> None:
+    with open(path, "r+b") as handle:
+        handle.truncate(size)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _replay_segment(
@@ -225,7 +290,7 @@ def _replay_segment(
             return offset, "torn record"
         kind, payload, next_offset = record
         try:
-            replayer.feed(kind, payload, segment_id)
+            replayer.feed(kind, payload, segment_id, offset, next_offset - offset)
         except CorruptRecord as exc:
             return offset, str(exc)
         report.records += 1

@@ -1,0 +1,93 @@
+"""Past the paging level, persistent bodies leave memory and come back intact at dispatch;
+a recovered backlog larger than the budget starts paged."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from dovecote.core.limits import ENTRY_OVERHEAD
+from dovecote.pytest_plugin import BrokerThread
+
+N = 400
+BODY = 4096
+
+
+def _body(n: int) -> bytes:
+    return (b"%08d" % n) * (BODY // 8)
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"CONNECT\naccept-version:1.2\nhost:x\n\n\0")
+    _read_until(sock, b"\0")
+    return sock
+
+
+def _read_until(sock: socket.socket, marker: bytes, data: bytes = b"") -> bytes:
+    while marker not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "broker closed the connection"
+        data += chunk
+    return data
+
+
+def _fill(port: int) -> None:
+    sock = _connect(port)
+    frames = b"".join(
+        b"SEND\ndestination:/queue/paged\npersistent:true\ncontent-length:%d\n\n%s\0"
+        % (BODY, _body(n))
+        for n in range(N)
+    )
+    sock.sendall(frames + b"SEND\ndestination:/queue/other\nreceipt:done\n\nx\0")
+    _read_until(sock, b"receipt-id:done")
+    sock.close()
+
+
+def _drain(port: int) -> list[bytes]:
+    sock = _connect(port)
+    sock.sendall(b"SUBSCRIBE\nid:1\ndestination:/queue/paged\nack:auto\n\n\0")
+    bodies: list[bytes] = []
+    data = b""
+    while len(bodies) < N:
+        data = _read_until(sock, b"\0", data)
+        while b"\0" in data:
+            head, _, rest = data.partition(b"\n\n")
+            length = int(head.split(b"content-length:")[1].split(b"\n")[0])
+            if len(rest) < length + 1:
+                break
+            bodies.append(rest[:length])
+            data = rest[length + 1 :].lstrip(b"\n")
+    sock.close()
+    return bodies
+
+
+def test_bodies_page_out_and_back_in(tmp_path: Path) -> None:
+    limit = 1024 * 1024  # paging starts at 512 KiB: ~125 of the 400 bodies fit
+    thread = BrokerThread(data_dir=tmp_path, memory_limit=limit).start()
+    try:
+        _fill(thread.port)
+        assert thread.broker is not None
+        budget = thread.broker.router.budget
+        assert budget.used <= budget.page_at + 64 * BODY
+        assert _drain(thread.port) == [_body(n) for n in range(N)]
+    finally:
+        thread.stop()
+
+
+def test_recovered_backlog_over_budget_starts_paged(tmp_path: Path) -> None:
+    thread = BrokerThread(data_dir=tmp_path).start()
+    try:
+        _fill(thread.port)
+    finally:
+        thread.stop()
+    thread = BrokerThread(data_dir=tmp_path, memory_limit=1024 * 1024).start()
+    try:
+        assert thread.broker is not None
+        budget = thread.broker.router.budget
+        # Bodies are kept up to the paging level; each entry also costs its overhead.
+        assert budget.used <= budget.page_at + (N + 1) * ENTRY_OVERHEAD
+        assert budget.used >= (N + 1) * ENTRY_OVERHEAD + budget.page_at - 8 * BODY
+        assert _drain(thread.port) == [_body(n) for n in range(N)]
+    finally:
+        thread.stop()
