@@ -1,0 +1,101 @@
+"""``dovecote.Broker`` embedded in an asyncio program, talked to over asyncio streams.
+
+pytest-asyncio is not used: each test runs its coroutine with ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+import dovecote
+
+TIMEOUT = 5.0
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    """The next frame (bodies here hold no NUL), with any heart-beat EOLs before it dropped."""
+    frame = await asyncio.wait_for(reader.readuntil(b"\0"), TIMEOUT)
+    return frame.lstrip(b"\n")
+
+
+async def connect(broker: dovecote.Broker) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await connect_to(broker.port)
+
+
+async def connect_to(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"CONNECT\naccept-version:1.2\nhost:localhost\n\n\0")
+    assert (await read_frame(reader)).startswith(b"CONNECTED\nversion:1.2\n")
+    return reader, writer
+
+
+async def close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    await writer.wait_closed()
+
+
+def test_embedded_broker_sends_and_receives_over_asyncio_streams():
+    async def main() -> None:
+        async with dovecote.Broker(listen=["stomp://127.0.0.1:0"]) as broker:
+            assert broker.port != 0
+            assert broker.url == f"stomp://127.0.0.1:{broker.port}"
+            consumer_reader, consumer = await connect(broker)
+            consumer.write(b"SUBSCRIBE\nid:0\ndestination:/queue/embedded\nreceipt:s\n\n\0")
+            assert await read_frame(consumer_reader) == b"RECEIPT\nreceipt-id:s\n\n\0"
+            producer_reader, producer = await connect(broker)
+            producer.write(b"SEND\ndestination:/queue/embedded\nreceipt:p\n\nfrom asyncio\0")
+            assert await read_frame(producer_reader) == b"RECEIPT\nreceipt-id:p\n\n\0"
+            message = await read_frame(consumer_reader)
+            assert re.sub(rb"(message-id|timestamp):[^\n]*", rb"\1:*", message) == (
+                b"MESSAGE\nsubscription:0\nmessage-id:*\ndestination:/queue/embedded\n"
+                b"expires:0\npriority:4\ntimestamp:*\ncontent-length:12\n\nfrom asyncio\0"
+            )
+            assert broker.connection_count == 2
+            await close(producer)
+            await close(consumer)
+
+    asyncio.run(main())
+
+
+def test_broker_stop_closes_live_connections_and_refuses_new_ones():
+    async def main() -> None:
+        broker = dovecote.Broker(listen=["stomp://127.0.0.1:0"])
+        await broker.start()
+        try:
+            reader, writer = await connect(broker)
+            silent_reader, silent = await asyncio.open_connection(broker.host, broker.port)
+            port = broker.port
+            await asyncio.wait_for(broker.stop(), TIMEOUT)
+            assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+            assert await asyncio.wait_for(silent_reader.read(), TIMEOUT) == b""
+            assert broker.connection_count == 0
+            await close(writer)
+            await close(silent)
+            with pytest.raises(ConnectionRefusedError):
+                await asyncio.open_connection("127.0.0.1", port)
+        finally:
+            await broker.stop()
+
+    asyncio.run(main())
+
+
+def test_two_listeners_share_one_broker():
+    async def main() -> None:
+        listen = ["stomp://127.0.0.1:0", "stomp://127.0.0.1:0"]
+        async with dovecote.Broker(listen=listen) as broker:
+            first, second = (int(url.rsplit(":", 1)[1]) for url in broker.urls)
+            assert first != second
+            consumer_reader, consumer = await connect_to(second)
+            consumer.write(b"SUBSCRIBE\nid:0\ndestination:/topic/shared\nreceipt:s\n\n\0")
+            assert await read_frame(consumer_reader) == b"RECEIPT\nreceipt-id:s\n\n\0"
+            _, producer = await connect_to(first)
+            producer.write(b"SEND\ndestination:/topic/shared\n\nacross listeners\0")
+            assert (await read_frame(consumer_reader)).endswith(b"\n\nacross listeners\0")
+            assert broker.connection_count == 2
+            await close(producer)
+            await close(consumer)
+
+    asyncio.run(main())
