@@ -20,6 +20,10 @@ import pytest
 
 from dovecote.pytest_plugin import BrokerThread
 
+# The package's pytest plugin is disabled in addopts (-p no:dovecote) and loaded here, after
+# pytest-cov has started, so that coverage measures the modules it imports.
+pytest_plugins = ["dovecote.pytest_plugin"]
+
 TIMEOUT = 5.0  # seconds: the longest any single step of a test may take
 
 # Headers whose values vary from run to run; transcripts compare them as ``*``.

@@ -192,7 +192,9 @@ def _receive(ns: argparse.Namespace) -> int:
 
     try:
         with StompClient(ns.host, ns.port) as client:
-            client.subscribe(ns.destination, ack="client-individual")
+            # Prefetch only what we will print: the rest stays in the queue, not redelivered.
+            prefetch = {"activemq.prefetchSize": str(ns.n)}
+            client.subscribe(ns.destination, ack="client-individual", headers=prefetch)
             for _ in range(ns.n):
                 frame = client.receive(timeout=ns.timeout)
                 sys.stdout.buffer.write(frame.body + b"\n")

@@ -506,8 +506,7 @@ def test_second_consumer_on_an_active_durable_subscription_is_refused(broker, ra
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: the SUBSCRIBE 'selector' header is ignored, so a consumer gets messages its "
-    "selector excludes (ActiveMQ filters; DESIGN.md section 3 promises selectors)",
+    reason="selectors are issue #4: until then a SUBSCRIBE with a selector is refused",
 )
 def test_selector_filters_messages(broker, raw_stomp):
     client = raw_stomp(broker.port)
@@ -518,3 +517,49 @@ def test_selector_filters_messages(broker, raw_stomp):
         b"SEND\ndestination:/queue/wire.sel\ncolor:red\n\nred\0"
     )
     client.expect(message(b"0", b"/queue/wire.sel", b"red", extra=b"color:red\n"))
+
+
+def test_subscribe_with_a_selector_is_refused_until_selectors_exist(broker, raw_stomp):
+    client = raw_stomp(broker.port)
+    client.connect()
+    client.send(b"SUBSCRIBE\nid:0\ndestination:/queue/wire.sel2\nselector:a = 1\n\n\0")
+    detail = b"message selectors are not supported yet"
+    assert client.read_until_closed() == (
+        b"ERROR\nmessage:Invalid request\\c " + detail + b"\ncontent-type:text/plain\n"
+        b"content-length:%d\n\n" % len(detail) + detail + b"\0"
+    )
+
+
+def test_second_connection_with_the_same_client_id_is_refused(broker, raw_stomp):
+    first = raw_stomp(broker.port)
+    first.connect(extra=b"client-id:wire-dup\n")
+    second = raw_stomp(broker.port)
+    second.send(b"CONNECT\naccept-version:1.2\nhost:x\nclient-id:wire-dup\n\n\0")
+    detail = b"client-id 'wire-dup' is already connected"
+    assert second.read_until_closed() == (
+        b"ERROR\nmessage:Conflict: " + detail + b"\ncontent-type:text/plain\n"
+        b"content-length:%d\n\n" % len(detail) + detail + b"\0"
+    )
+    third = raw_stomp(broker.port)  # once the first leaves, the id is free again
+    first.send(b"DISCONNECT\n\n\0")
+    first.read_until_closed()
+    assert third.connect(extra=b"client-id:wire-dup\n").startswith(b"CONNECTED\n")
+
+
+def test_receipts_come_back_in_frame_order_behind_a_durable_one(tmp_path, raw_stomp):
+    from dovecote.pytest_plugin import BrokerThread
+
+    thread = BrokerThread(data_dir=tmp_path).start()
+    try:
+        client = raw_stomp(thread.port)
+        client.connect()
+        client.send(
+            b"SEND\ndestination:/queue/wire.order\npersistent:true\nreceipt:1\n\nx\0"
+            b"SEND\ndestination:/queue/wire.order\nreceipt:2\n\ny\0"
+            b"BEGIN\ntransaction:t\nreceipt:3\n\n\0"
+        )
+        assert [client.read_frame() for _ in range(3)] == [
+            b"RECEIPT\nreceipt-id:%d\n\n\0" % n for n in (1, 2, 3)
+        ]
+    finally:
+        thread.stop()

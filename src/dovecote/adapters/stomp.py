@@ -265,6 +265,8 @@ class StompSession:
         self._subscriptions.clear()
         self._by_number.clear()
         self._router.delete_owned(self._link.connection_id)
+        if self._client_id is not None:
+            self._router.release_client_id(self._client_id, self)
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -303,7 +305,10 @@ class StompSession:
     def _on_connect(self, frame: Frame) -> None:
         headers = frame.headers
         version = negotiate_version(headers.get("accept-version"))
-        self._client_id = headers.get("client-id") or None
+        client_id = headers.get("client-id") or None
+        if client_id is not None:
+            self._router.claim_client_id(client_id, self)
+            self._client_id = client_id
         cx, cy = parse_heart_beat(headers.get("heart-beat"))
         # We send as often as the client wants and want what it offers, within a floor.
         ours = (max(cy, MIN_HEART_BEAT_MS) if cy else 0, max(cx, MIN_HEART_BEAT_MS) if cx else 0)
@@ -378,6 +383,9 @@ class StompSession:
             raise InvalidRequest(f"subscription id {sub_id!r} is already in use on this connection")
         if len(self._subscriptions) >= self._max_subscriptions:
             raise InvalidRequest(f"more than {self._max_subscriptions} subscriptions")
+        if "selector" in headers:
+            # Refused rather than ignored: a consumer must never get what it filtered out.
+            raise InvalidRequest("message selectors are not supported yet")
         ack_mode = headers.get("ack", AckMode.AUTO)
         if ack_mode not in AckMode.ALL:
             raise InvalidRequest(f"unknown ack mode {ack_mode[:40]!r}")
@@ -535,9 +543,10 @@ class StompSession:
         return tx
 
     def _receipt(self, frame: Frame) -> None:
-        receipt = frame.headers.get("receipt")
-        if receipt is not None:
-            self._link.write(self._stomp.send(Frame(Command.RECEIPT, {"receipt-id": receipt})))
+        # Every receipt waits behind the durable ones asked for before it, so a client sees
+        # receipts in the order of its frames (as ActiveMQ sends them). With nothing waiting
+        # to be made durable, it goes out at once.
+        self._receipt_when_durable(frame)
 
     def _receipt_when_durable(self, frame: Frame) -> None:
         receipt = frame.headers.get("receipt")

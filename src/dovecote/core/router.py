@@ -44,6 +44,7 @@ class Router:
         self._subscriptions: TopicTrie[Queue] = TopicTrie()
         self._topic_cache: dict[str, tuple[Queue, ...]] = {}
         self._owned: dict[object, set[str]] = {}
+        self._client_ids: dict[str, object] = {}
         self._ids = itertools.count(1)
         self._id_prefix = f"ID:{node_id}-"
 
@@ -93,6 +94,19 @@ class Router:
             self._topic_cache.clear()
         self._topic_cache[address] = queues
         return queues
+
+    # --- clients ------------------------------------------------------------------------------
+
+    def claim_client_id(self, client_id: str, owner: object) -> None:
+        """One connection per client id at a time, as in JMS (durable subscriptions hang on it)."""
+        holder = self._client_ids.get(client_id)
+        if holder is not None and holder is not owner:
+            raise Conflict(f"client-id {client_id[:100]!r} is already connected")
+        self._client_ids[client_id] = owner
+
+    def release_client_id(self, client_id: str, owner: object) -> None:
+        if self._client_ids.get(client_id) is owner:
+            del self._client_ids[client_id]
 
     # --- queues -------------------------------------------------------------------------------
 

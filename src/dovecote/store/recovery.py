@@ -252,6 +252,7 @@ def _set_aside(directory: Path, segment_ids: list[int], report: RecoveryReport, 
         path.rename(dropped)
         report.dropped_segments.append(segment_id)
         report.problems.append(f"segment {segment_id}: set aside as {dropped.name} ({why})")
+    report.dropped_segments.sort()
     if segment_ids:
         fd = os.open(directory, os.O_RDONLY)
         try:
