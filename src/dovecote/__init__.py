@@ -4,7 +4,22 @@
 gives Java users); ``dovecote run`` runs one from the shell.
 """
 
-from dovecote.server import Broker
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dovecote.server import Broker
 
 __all__ = ["Broker"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so `dovecote.bench` workers and the CLI's client commands do not
+    # load the whole broker.
+    if name == "Broker":
+        from dovecote.server import Broker
+
+        return Broker
+    raise AttributeError(f"module 'dovecote' has no attribute {name!r}")

@@ -27,7 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dovecote bench",
         description="Load generator for any STOMP 1.2 broker.",
-        epilog="Scenarios: " + ", ".join(SCENARIOS) + "; 'all' = " + ", ".join(MAIN_SCENARIOS),
+        epilog=(
+            "Scenarios: "
+            + ", ".join(SCENARIOS)
+            + "; 'all' = "
+            + ", ".join(MAIN_SCENARIOS)
+            + ". idle measures the broker's memory growth, so it reads truest on a freshly"
+            " started broker (benchmarks/side_by_side.py starts one for it)."
+        ),
     )
     parser.add_argument("scenarios", nargs="+", choices=[*SCENARIOS, "all"], metavar="SCENARIO")
     broker = parser.add_argument_group("broker")
@@ -39,8 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--pid", type=int, help="broker process id (idle reads its memory)")
     broker.add_argument("--label", default="broker", help="broker name in the output")
     load = parser.add_argument_group("load")
-    load.add_argument("--messages", type=int, help="messages per run (default per scenario)")
-    load.add_argument("--size", type=int, default=256, help="body bytes (default 256)")
+    load.add_argument(
+        "--messages",
+        type=int,
+        help="messages per producer (default: queue 100,000, fanout and persistent 20,000)",
+    )
+    load.add_argument(
+        "--size", type=int, help="body bytes (default 256; persistent16, fill, drain: 1024)"
+    )
+    load.add_argument(
+        "--destination", help="fill/drain: the queue to fill and later drain (/queue/NAME)"
+    )
     load.add_argument("--subscribers", type=int, default=10, help="fanout subscribers")
     load.add_argument("--rate", type=float, default=2000.0, help="latency: msg/s")
     load.add_argument("--duration", type=float, default=10.0, help="latency: seconds")
@@ -65,6 +81,7 @@ def options_from(args: argparse.Namespace) -> Options:
         target=Target(args.host, args.port, args.vhost, args.user, args.password),
         messages=args.messages,
         size=args.size,
+        destination=args.destination,
         subscribers=args.subscribers,
         rate=args.rate,
         duration=args.duration,

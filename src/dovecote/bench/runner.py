@@ -60,6 +60,9 @@ class Load:
     timed_from_seq: int = -1
     quick_ack: bool = False
     subscribe_headers: tuple[tuple[str, str], ...] = ()
+    # False: the messages are already queued (a drain); consumers still expect
+    # ``producers`` x ``messages`` of them, and time runs from the go signal.
+    start_producers: bool = True
     timeout: float = 30.0
     idle_timeout: float = 15.0
 
@@ -87,21 +90,30 @@ class Outcome:
     load: Load
     producers: tuple[ProducerReport, ...]
     consumers: tuple[ConsumerReport, ...]
+    go_ns: int = 0  # perf_counter_ns when the workers were told to start
 
     @property
     def first_send_ns(self) -> int:
-        """When the first producer started sending."""
-        return min(p.first_send_ns for p in self.producers)
+        """When the first producer started sending (the go signal if none was started)."""
+        return min((p.first_send_ns for p in self.producers), default=self.go_ns)
 
     @property
     def last_receive_ns(self) -> int:
-        """When the last message (of any consumer) arrived."""
+        """When the last message arrived (the last send, for a load with no consumer)."""
+        if not self.consumers:
+            return max(p.last_send_ns for p in self.producers)
         return max(c.last_ns for c in self.consumers)
 
     @property
     def seconds(self) -> float:
         """From first send to last arrival."""
         return max(self.last_receive_ns - self.first_send_ns, 1) / 1e9
+
+    @property
+    def first_arrival_seconds(self) -> float:
+        """From the go signal to the first message any consumer received."""
+        first = min((c.first_ns for c in self.consumers if c.first_ns), default=self.go_ns)
+        return max(first - self.go_ns, 0) / 1e9
 
     @property
     def sent(self) -> int:
@@ -124,12 +136,13 @@ def run_load(load: Load) -> Outcome:
     ctx = multiprocessing.get_context("spawn")
     board = cast(MutableSequence[int], ctx.RawArray("q", 1 + load.consumers))
     go = ctx.Event()
+    go_ns = 0
     workers: list[_Worker] = []
     try:
         for index in range(load.consumers):
             spec = _consumer_spec(load, index)
             workers.append(_start(ctx, f"consumer {index}", consumer_main, spec, go, board))
-        for producer_id in range(load.producers):
+        for producer_id in range(load.producers if load.start_producers else 0):
             pspec = ProducerSpec(
                 target=load.target,
                 producer_id=producer_id,
@@ -145,6 +158,7 @@ def run_load(load: Load) -> Outcome:
         deadline = time.monotonic() + load.timeout + 30  # process start-up is slow under load
         while not all(w.ready for w in workers):
             _collect(workers, deadline, "to connect and subscribe")
+        go_ns = time.perf_counter_ns()
         go.set()
         _watch(load, workers, board)
         board[STOP] = 1
@@ -159,6 +173,7 @@ def run_load(load: Load) -> Outcome:
         load=load,
         producers=tuple(w.report for w in workers if isinstance(w.report, ProducerReport)),
         consumers=tuple(w.report for w in workers if isinstance(w.report, ConsumerReport)),
+        go_ns=go_ns,
     )
 
 
@@ -230,6 +245,10 @@ def _receive(worker: _Worker) -> None:
 def _watch(load: Load, workers: list[_Worker], board: MutableSequence[int]) -> None:
     """Return once every message arrived or progress stalled; raise if a worker fails."""
     consumers = load.consumers
+    if consumers == 0:  # a fill: done when every producer has its last receipt
+        while any(w.report is None for w in workers):
+            _collect(workers, time.monotonic() + load.timeout, "to finish sending")
+        return
     progress = -1
     quiet_since = time.monotonic()
     while True:

@@ -9,6 +9,12 @@
   connection (needs ``pid``, the broker's process id on this machine), each read once the
   broker's threads and RSS stopped changing (at most ``settle`` seconds).
 - ``persistent``: persistent queue, 1 producer waiting for a RECEIPT after every send.
+- ``persistent16``: persistent queue, 16 producers each waiting for a RECEIPT per send, 4
+  consumers acknowledging client-individual, 40,000 x 1 KiB.
+- ``fill``: 200,000 x 1 KiB persistent into ``destination`` by 4 producers (a RECEIPT every
+  100), no consumer; with ``pid``, the broker's RSS once full.
+- ``drain``: 1 consumer empties ``destination`` (as ``fill`` left it); time to the first
+  message and msg/s. Restart the broker between the two to measure recovery.
 
 A new load is a ``runner.Load`` with other numbers (producers, consumers, ``ack``,
 ``receipt_every``, ``persistent``) and one of the ``_throughput`` reports.
@@ -40,7 +46,8 @@ class Options:
 
     target: Target
     messages: int | None = None
-    size: int = 256
+    size: int | None = None  # None: the scenario's own default
+    destination: str | None = None
     subscribers: int = 10
     rate: float = 2000.0
     duration: float = 10.0
@@ -74,7 +81,7 @@ def _load(opts: Options, kind: str, messages: int) -> Load:
         target=opts.target,
         destination=f"/{kind}/bench.{new_run_id()}",
         messages=messages,
-        size=opts.size,
+        size=opts.size or 256,
         timeout=opts.timeout,
         idle_timeout=opts.idle_timeout,
     )
@@ -193,7 +200,7 @@ def latency(opts: Options) -> Result:
     """One paced producer; latency percentiles after a warm-up second."""
     if opts.rate <= 0 or opts.duration <= opts.warmup:
         raise BenchError("latency needs --rate > 0 and --duration longer than --warmup")
-    messages = opts.messages or round(opts.rate * opts.duration)
+    messages = round(opts.rate * opts.duration)  # --messages does not apply: time does
     warm = round(opts.rate * opts.warmup)
     load = replace(
         _load(opts, "queue", messages), rate=opts.rate, timed_from_seq=warm, quick_ack=True
@@ -283,11 +290,81 @@ def idle(opts: Options) -> Result:
     )
 
 
+FILL_PRODUCERS = 4
+FILL_MESSAGES = 200_000
+
+
+def persistent16(opts: Options) -> Result:
+    """16 producers with a RECEIPT per persistent send, 4 client-individual consumers."""
+    total = opts.messages or 40_000
+    load = replace(
+        _load(opts, "queue", max(1, total // 16)),
+        size=opts.size or 1024,
+        producers=16,
+        consumers=4,
+        persistent=True,
+        receipt_every=1,
+        ack="client-individual",
+    )
+    return _throughput("persistent16", run_load(load))
+
+
+def _fill_load(opts: Options) -> Load:
+    if not opts.destination:
+        raise BenchError("fill and drain need --destination /queue/NAME")
+    total = opts.messages or FILL_MESSAGES
+    return replace(
+        _load(opts, "queue", max(1, total // FILL_PRODUCERS)),
+        destination=opts.destination,
+        size=opts.size or 1024,
+        producers=FILL_PRODUCERS,
+        persistent=True,
+        receipt_every=100,
+    )
+
+
+def fill(opts: Options) -> Result:
+    """Persistent backlog with no consumer; msg/s until the last receipt, and broker RSS."""
+    load = replace(_fill_load(opts), consumers=0)
+    outcome = run_load(load)
+    seconds = outcome.seconds
+    rate = outcome.sent / seconds
+    numbers: dict[str, Number | list[int]] = {
+        "msg_per_s": round(rate, 1),
+        "seconds": round(seconds, 3),
+        "sent": outcome.sent,
+        "size": load.size,
+    }
+    summary = f"{rate:,.0f} msg/s  ({outcome.sent:,} x {load.size} B persistent in {seconds:.2f} s"
+    if opts.pid is not None:
+        status, _ = settled_status(opts.pid, 5.0)
+        numbers["rss_mib"] = round(status.rss_kib / 1024, 1)
+        summary += f"; broker RSS {status.rss_kib / 1024:,.0f} MiB"
+    return Result(
+        scenario="fill", ok=outcome.sent == load.total, summary=summary + ")", numbers=numbers
+    )
+
+
+def drain(opts: Options) -> Result:
+    """Empty the queue ``fill`` left; time to the first message, then msg/s."""
+    load = replace(_fill_load(opts), start_producers=False)
+    outcome = run_load(load)
+    result = _throughput("drain", outcome)
+    first = outcome.first_arrival_seconds
+    numbers = {**result.numbers, "first_message_s": round(first, 3)}
+    return replace(
+        result, summary=f"first message after {first:.3f} s; " + result.summary, numbers=numbers
+    )
+
+
 SCENARIOS: dict[str, Callable[[Options], Result]] = {
     "queue": queue,
     "fanout": fanout,
     "latency": latency,
     "idle": idle,
     "persistent": persistent,
+    "persistent16": persistent16,
+    "fill": fill,
+    "drain": drain,
 }
 MAIN_SCENARIOS = ("queue", "fanout", "latency", "idle")

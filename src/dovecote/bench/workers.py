@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 
-from .frames import BenchError, SendTemplate, subscribe_frame
+from .frames import BenchError, SendTemplate, disconnect_frame, subscribe_frame
 from .receiver import Receiver
 from .session import RECV_SIZE, Session, Target
 
@@ -247,7 +247,7 @@ def _consume(
     idle_ns = int(spec.idle_timeout * 1e9)
     sock.settimeout(POLL_SECONDS)
     stalled = False
-    quiet_since = 0  # counting starts with the go signal, not while producers start up
+    go_seen_ns = 0  # the idle clock starts with the go signal, not while producers start up
     while not board[STOP]:
         try:
             data = sock.recv(RECV_SIZE)
@@ -257,13 +257,13 @@ def _consume(
                 # then show up as broker latency. Linux clears QUICKACK, so re-arm per read.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         except TimeoutError:
-            now = clock()
             if os.getppid() != parent:
                 raise BenchError("the benchmark process went away") from None
-            if not quiet_since:
-                if go.is_set():
-                    quiet_since = max(now, receiver.last_ns)
-            elif now - max(quiet_since, receiver.last_ns) > idle_ns:
+            if not go.is_set():
+                continue  # producers still starting; the parent's deadline covers that
+            now = clock()
+            go_seen_ns = go_seen_ns or now
+            if now - max(go_seen_ns, receiver.last_ns) > idle_ns:
                 stalled = True
                 break
             continue
@@ -295,7 +295,7 @@ def _drain_and_disconnect(session: Session, receiver: Receiver, timeout: float) 
     sock = session.sock
     deadline = time.monotonic() + timeout
     try:
-        sock.sendall(b"DISCONNECT\nreceipt:bye\n\n\0")
+        sock.sendall(disconnect_frame("bye"))
         while b"bye" not in receiver.receipts:
             left = deadline - time.monotonic()
             if left <= 0:
