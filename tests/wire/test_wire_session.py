@@ -563,3 +563,18 @@ def test_receipts_come_back_in_frame_order_behind_a_durable_one(tmp_path, raw_st
         ]
     finally:
         thread.stop()
+
+
+def test_subscribe_receipt_comes_before_the_backlog(broker, raw_stomp):
+    client = raw_stomp(broker.port)
+    client.connect()
+    client.send(
+        b"SEND\ndestination:/queue/wire.backlog\nreceipt:s1\n\nfirst\0"
+        b"SEND\ndestination:/queue/wire.backlog\nreceipt:s2\n\nsecond\0"
+    )
+    client.expect(b"RECEIPT\nreceipt-id:s1\n\n\0")
+    client.expect(b"RECEIPT\nreceipt-id:s2\n\n\0")
+    client.send(b"SUBSCRIBE\nid:0\ndestination:/queue/wire.backlog\nreceipt:sub\n\n\0")
+    frames = [client.read_frame() for _ in range(3)]
+    assert frames[0] == b"RECEIPT\nreceipt-id:sub\n\n\0"
+    assert [f.rsplit(b"\n\n", 1)[1] for f in frames[1:]] == [b"first\0", b"second\0"]

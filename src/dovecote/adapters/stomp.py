@@ -121,7 +121,7 @@ class _Timer(Protocol):
 class Subscription:
     """One SUBSCRIBE: its consumer and the pre-encoded start of its MESSAGE frames."""
 
-    __slots__ = ("consumer", "destination", "durable_name", "id", "number", "prefix")
+    __slots__ = ("consumer", "destination", "durable_name", "id", "number", "prefix", "started")
 
     def __init__(self, sub_id: str, number: int, destination: str, version: str) -> None:
         self.id = sub_id
@@ -130,6 +130,7 @@ class Subscription:
         self.durable_name: str | None = None
         self.prefix = f"MESSAGE\nsubscription:{escape(sub_id, version)}\n".encode()
         self.consumer: Consumer | None = None
+        self.started = False  # its RECEIPT is out: dispatch may begin
 
 
 class MessageEncoder:
@@ -278,7 +279,7 @@ class StompSession:
         self._paused = False
         for sub in list(self._subscriptions.values()):
             consumer = sub.consumer
-            if consumer is not None and consumer.queue is not None:
+            if sub.started and consumer is not None and consumer.queue is not None:
                 consumer.queue.resume(consumer)
 
     # --- core callback ------------------------------------------------------------------------
@@ -395,7 +396,8 @@ class StompSession:
         destination = self._core_destination(destination_text)
         sub = Subscription(sub_id, self._next_number, destination_text, self._stomp.version)
         consumer = Consumer(sub, self, ack_mode=ack_mode, prefetch=prefetch)
-        consumer.paused = self._paused
+        # Attached paused: the RECEIPT goes out before the first MESSAGE (as ActiveMQ does).
+        consumer.paused = True
         sub.consumer = consumer
         durable = headers.get("activemq.subscriptionName") or headers.get(
             "durable-subscription-name"
@@ -421,7 +423,13 @@ class StompSession:
             del self._subscriptions[sub_id]
             del self._by_number[sub.number]
             raise
-        self._receipt(frame)
+
+        def start() -> None:
+            sub.started = True
+            if not self._paused and consumer.queue is not None:
+                consumer.queue.resume(consumer)
+
+        self._receipt_when_durable(frame, then=start)
 
     def _on_unsubscribe(self, frame: Frame) -> None:
         headers = frame.headers
@@ -548,14 +556,21 @@ class StompSession:
         # to be made durable, it goes out at once.
         self._receipt_when_durable(frame)
 
-    def _receipt_when_durable(self, frame: Frame) -> None:
+    def _receipt_when_durable(self, frame: Frame, then: Callable[[], None] | None = None) -> None:
+        """Send the frame's RECEIPT (if asked for) once everything before it is durable,
+        then call ``then``."""
         receipt = frame.headers.get("receipt")
         if receipt is None:
+            if then is not None:
+                then()
             return
 
         def confirm() -> None:
-            if not self._closed and self._stomp.state is State.OPEN:
-                self._link.write(self._stomp.send(Frame(Command.RECEIPT, {"receipt-id": receipt})))
+            if self._closed or self._stomp.state is not State.OPEN:
+                return
+            self._link.write(self._stomp.send(Frame(Command.RECEIPT, {"receipt-id": receipt})))
+            if then is not None:
+                then()
 
         self._router.call_when_durable(confirm)
 
