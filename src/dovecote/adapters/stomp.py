@@ -63,6 +63,7 @@ from dovecote.protocols.stomp.frames import encode_frame, escape
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "dovecote/0.1.0"
+THROTTLE_RETRY = 0.05  # seconds between paging attempts while a producer is paused
 MIN_HEART_BEAT_MS = 100  # we never promise to send, or ask to receive, more often than this
 _CACHE_LIMIT = 4096  # entries in the per-destination caches (cleared, not grown, past it)
 
@@ -363,18 +364,32 @@ class StompSession:
     def _throttle(self) -> None:
         """Stop reading this producer until queued messages fall back under the budget.
 
-        A connection that also consumes is never paused: it could not send the acks that
-        would free the memory it waits for.
+        Memory comes back when consumers settle messages, or when bodies written to the
+        journal meanwhile can be paged out: the latter is retried every THROTTLE_RETRY seconds
+        (nothing else would trigger it while no producer is being read). A connection that also
+        consumes is never paused: it could not send the acks that would free the memory.
         """
         self._throttled = True
         self._link.pause_reading()
+        budget = self._router.budget
 
         def resume() -> None:
-            self._throttled = False
-            if not self._closed:
-                self._link.resume_reading()
+            if self._throttled:
+                self._throttled = False
+                if not self._closed:
+                    self._link.resume_reading()
 
-        self._router.budget.call_when_available(resume)
+        def retry() -> None:
+            if not self._throttled or self._closed:
+                return
+            self._router.relieve_memory()
+            if budget.is_exhausted():
+                self._link.call_later(THROTTLE_RETRY, retry)
+            else:
+                resume()
+
+        budget.call_when_available(resume)
+        self._link.call_later(THROTTLE_RETRY, retry)
 
     def _on_subscribe(self, frame: Frame) -> None:
         headers = frame.headers

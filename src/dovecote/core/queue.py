@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 DEFAULT_PREFETCH = 1000
 _PAGE_SCAN_LIMIT = 10_000  # unwritten entries page_out may step over before giving up
+_PAGE_EVERY = 256  # adds between two paging passes (each pass steps over the unwritten tail)
 
 
 class AckMode:
@@ -112,6 +113,7 @@ class Queue:
         self._ready: list[deque[QueueEntry]] = [deque() for _ in range(MAX_PRIORITY + 1)]
         self._ready_count = 0
         self._pageable: deque[QueueEntry] = deque()  # persistent entries, oldest first
+        self._adds_since_page = 0
         self._consumers: list[Consumer] = []
         self._rr = 0
         self._next_seq = 1
@@ -169,7 +171,13 @@ class Queue:
         self._ready_count += 1
         if self._consumers:
             self.dispatch()
-        if self._budget.is_paging() and self._pageable:
+        self._adds_since_page += 1
+        budget = self._budget
+        if (
+            self._pageable
+            and budget.is_paging()
+            and (self._adds_since_page >= _PAGE_EVERY or budget.is_exhausted())
+        ):
             self.page_out()
 
     def restore(self, entry: QueueEntry) -> None:
@@ -319,16 +327,19 @@ class Queue:
     def page_out(self) -> int:
         """Drop bodies already in the store from memory, newest first, while over the
         paging level. Returns how many bodies left memory."""
+        self._adds_since_page = 0
         pageable, store, budget = self._pageable, self._store, self._budget
         not_yet: list[QueueEntry] = []  # newest records, still being written
+        written = False  # records are written in order: past one on disk, all older are too
         paged = 0
         while pageable and budget.is_paging() and len(not_yet) < _PAGE_SCAN_LIMIT:
             entry = pageable.pop()
             if not entry.ready or entry.paged:
                 continue  # delivered meanwhile: no longer ours to page
-            if not store.is_on_disk(self.name, entry.seq):
+            if not written and not store.is_on_disk(self.name, entry.seq):
                 not_yet.append(entry)
                 continue
+            written = True
             size = len(entry.message.body)
             entry.message = replace(entry.message, body=b"")
             entry.paged = True

@@ -83,6 +83,13 @@ class Router:
         if not message.address or is_wildcard(message.address):
             raise InvalidRequest(f"cannot send to a wildcard address {message.address!r}")
 
+    def relieve_memory(self) -> None:
+        """Page out queues (bodies already in the store) while over the paging level."""
+        for queue in self.queues():
+            if not self.budget.is_paging():
+                return
+            queue.page_out()
+
     def call_when_durable(self, callback: Callable[[], None]) -> None:
         self.store.call_when_durable(callback)
 
