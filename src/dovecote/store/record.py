@@ -78,7 +78,7 @@ class SegmentHeader:
 def frame_record(kind: RecordType, payload: bytes) -> bytes:
     """One whole record: length, type, payload, checksum."""
     head = RECORD_HEAD.pack(len(payload), kind)
-    crc = zlib.crc32(payload, zlib.crc32(head[4:]))
+    crc = zlib.crc32(payload, _TYPE_CRC[kind])
     return b"".join((head, payload, CRC.pack(crc)))
 
 
@@ -98,13 +98,19 @@ def read_record(data: bytes | memoryview, offset: int) -> tuple[RecordType, byte
         return None
     payload = bytes(data[end : end + length])
     (crc,) = CRC.unpack_from(data, end + length)
-    if crc != zlib.crc32(payload, zlib.crc32(bytes((kind,)))):
+    if crc != zlib.crc32(payload, _TYPE_CRC[kind]):
         raise CorruptRecord("record checksum mismatch")
-    try:
-        record_type = RecordType(kind)
-    except ValueError:
-        raise CorruptRecord(f"unknown record type {kind}") from None
+    record_type = _TYPES[kind]
+    if record_type is None:
+        raise CorruptRecord(f"unknown record type {kind}")
     return record_type, payload, stop
+
+
+# Per type octet: the CRC of that octet alone (the checksum's seed), and the RecordType.
+_TYPE_CRC = [zlib.crc32(bytes((k,))) for k in range(256)]
+_TYPES: list[RecordType | None] = [
+    RecordType(k) if k in RecordType._value2member_map_ else None for k in range(256)
+]
 
 
 # --- payload codecs ---------------------------------------------------------------------------
