@@ -190,6 +190,7 @@ class StompSession:
         "_client_id",
         "_closed",
         "_destinations",
+        "_durable_waiting",
         "_encoder",
         "_link",
         "_max_subscriptions",
@@ -229,6 +230,7 @@ class StompSession:
         self._timer: _Timer | None = None
         self._paused = False
         self._throttled = False
+        self._durable_waiting = 0  # durable receipts asked for and not yet sent
         self._closed = False
 
     @property
@@ -444,7 +446,7 @@ class StompSession:
             if not self._paused and consumer.queue is not None:
                 consumer.queue.resume(consumer)
 
-        self._receipt_when_durable(frame, then=start)
+        self._receipt(frame, then=start)
 
     def _on_unsubscribe(self, frame: Frame) -> None:
         headers = frame.headers
@@ -565,11 +567,21 @@ class StompSession:
             )
         return tx
 
-    def _receipt(self, frame: Frame) -> None:
-        # Every receipt waits behind the durable ones asked for before it, so a client sees
-        # receipts in the order of its frames (as ActiveMQ sends them). With nothing waiting
-        # to be made durable, it goes out at once.
-        self._receipt_when_durable(frame)
+    def _receipt(self, frame: Frame, then: Callable[[], None] | None = None) -> None:
+        """Send the frame's RECEIPT (if asked for), then call ``then``.
+
+        A client sees its receipts in the order of its frames (as ActiveMQ sends them): while
+        one of this connection's durable receipts is outstanding, later ones queue behind it.
+        Other connections' journal writes never delay it.
+        """
+        if self._durable_waiting:
+            self._receipt_when_durable(frame, then)
+            return
+        receipt = frame.headers.get("receipt")
+        if receipt is not None:
+            self._link.write(self._stomp.send(Frame(Command.RECEIPT, {"receipt-id": receipt})))
+        if then is not None:
+            then()
 
     def _receipt_when_durable(self, frame: Frame, then: Callable[[], None] | None = None) -> None:
         """Send the frame's RECEIPT (if asked for) once everything before it is durable,
@@ -581,12 +593,14 @@ class StompSession:
             return
 
         def confirm() -> None:
+            self._durable_waiting -= 1
             if self._closed or self._stomp.state is not State.OPEN:
                 return
             self._link.write(self._stomp.send(Frame(Command.RECEIPT, {"receipt-id": receipt})))
             if then is not None:
                 then()
 
+        self._durable_waiting += 1
         self._router.call_when_durable(confirm)
 
     def _fail(self, exc: ProtocolError | CoreError, frame: Frame | None) -> None:
