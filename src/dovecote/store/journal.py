@@ -9,12 +9,16 @@ Invariants:
 - Only the writer thread touches segment files; only the loop thread touches accounting.
 - A callback passed to :meth:`Journal.call_when_durable` runs after every record appended
   before it is durable (or, with sync ``never``/``interval``, written to the OS).
-- A segment is deleted only when no live record remains in it and no surviving older segment
-  holds a record its acks refer to; the oldest closed segment, once mostly dead, is evacuated:
-  its live records are appended anew and it is deleted when those are durable.
+- A segment is deleted only when no live record remains in it, no surviving older segment
+  holds a record its acks refer to, and all its records are written; the oldest closed
+  segment, once mostly dead (or once the journal is mostly garbage), is evacuated: its live
+  records (with their delivery counts) are appended anew and it is deleted when those are
+  durable.
+- An atomic group (ATOMIC_BEGIN .. ATOMIC_COMMIT) is never split over two segments.
 - On a write error (disk full, I/O error) the journal stops confirming, reports itself
   unavailable (the core then refuses persistent sends) and retries the same batch, after
-  truncating any partial write, until it succeeds.
+  undoing the failed attempt (partial write cut off, segments it started removed), until it
+  succeeds.
 """
 
 from __future__ import annotations
@@ -109,6 +113,7 @@ class Journal:
         self._lazy_timer: asyncio.TimerHandle | None = None
         self._in_flight: _Batch | None = None
         self._group_ids = 0
+        self._atomic = False  # between begin_atomic and end_atomic
         # Accounting (loop thread).
         self._segment = 0
         self._segment_bytes = 0
@@ -119,6 +124,7 @@ class Journal:
         self._refs: dict[int, set[int]] = {}
         self._locations: dict[str, dict[int, int]] = {}  # queue -> seq -> segment<<32 | size
         self._queue_defs: dict[str, tuple[bytes, int]] = {}  # name -> (record, segment)
+        self._delivered: dict[str, dict[int, int]] = {}  # queue -> seq -> delivery count
         self._evacuating: int | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -161,9 +167,11 @@ class Journal:
         for fd in self._readers.values():
             os.close(fd)
         self._readers.clear()
-        self._writer.jobs.put(_Job.CLOSE)
-        await asyncio.get_running_loop().run_in_executor(None, self._writer.join, 30)
-        self._writer = None
+        # No job may follow CLOSE (a segment deletion queued after it would never happen, while
+        # the accounting had already forgotten the segment): stop reclaiming first.
+        writer, self._writer = self._writer, None
+        writer.jobs.put(_Job.CLOSE)
+        await asyncio.get_running_loop().run_in_executor(None, writer.join, 30)
 
     # --- Store port ---------------------------------------------------------------------------
 
@@ -190,6 +198,7 @@ class Journal:
         for packed in self._locations.pop(name, {}).values():
             self._refer(_segment_of(packed))
             self._release(_segment_of(packed), _size_of(packed))
+        self._delivered.pop(name, None)
 
     def record_message(self, queue: str, seq: int, message: Message) -> None:
         record = encode_message_added(queue, seq, message)
@@ -202,6 +211,7 @@ class Journal:
 
     def record_ack(self, queue: str, seq: int) -> None:
         packed = self._locations.get(queue, {}).pop(seq, None)
+        self._delivered.get(queue, {}).pop(seq, None)
         index = self._unwritten.pop((queue, seq), None)
         if index is not None:
             # Consumed before it was written: neither the message nor its ack need the disk
@@ -227,6 +237,7 @@ class Journal:
         record = encode_queue_seq(RecordType.MESSAGE_DELIVERED, queue, seq, delivery_count)
         self._append(record, lazy=True)
         self._refer(_segment_of(packed))
+        self._delivered.setdefault(queue, {})[seq] = delivery_count
 
     def is_on_disk(self, queue: str, seq: int) -> bool:
         """True once the message's record is written, so its body may leave memory."""
@@ -254,9 +265,14 @@ class Journal:
     def begin_atomic(self) -> None:
         self._group_ids += 1
         self._append(encode_group(RecordType.ATOMIC_BEGIN, self._group_ids))
+        # A group stays in one segment (which may grow past segment_size for it): split over
+        # two, one could be deleted without the other, and recovery would see a group that
+        # never ends, swallowing every record after it.
+        self._atomic = True
 
     def end_atomic(self) -> None:
         self._append(encode_group(RecordType.ATOMIC_COMMIT, self._group_ids))
+        self._atomic = False
 
     def call_when_durable(self, callback: Callable[[], None]) -> None:
         if self._pending:
@@ -290,8 +306,10 @@ class Journal:
         with the next one, or goes out after LAZY_FLUSH_DELAY. Losing one in a crash means a
         redelivery, never a loss, and it spares a consumer's acks an fsync each.
         """
-        if self._segment_bytes + len(record) > self.config.segment_size and (
-            self._segment_bytes > SEGMENT_HEADER.size
+        if (
+            self._segment_bytes + len(record) > self.config.segment_size
+            and self._segment_bytes > SEGMENT_HEADER.size
+            and not self._atomic
         ):
             self._sizes[self._segment] = self._segment_bytes
             self._segment += 1
@@ -411,17 +429,28 @@ class Journal:
         if self._writer is None:
             return
         closed = sorted(s for s in self._segments if s != self._segment)
+        # Not yet: a segment whose records still wait in the pending batch (the writer would
+        # create it again after deleting it), or one being evacuated (until its copies are
+        # durable; then ``done`` comes back here).
+        unwritten = {segment for segment, record in self._pending if record}
         for segment in closed:
             if self._live.get(segment, 0) == 0 and not (
                 self._refs.get(segment, set()) & self._segments
             ):
-                self._delete(segment)
+                if segment in unwritten:
+                    self.call_when_durable(self._schedule_reclaim)
+                elif segment != self._evacuating:
+                    self._delete(segment)
         closed = sorted(s for s in self._segments if s != self._segment)
         if not closed or self._evacuating is not None:
             return
         oldest = closed[0]
         size = self._sizes.get(oldest, 0)
-        if self._live_bytes.get(oldest, 0) < self.config.evacuate_below * size:
+        # Mostly dead; or, however live it is, the journal is mostly garbage: the acks in a
+        # later segment that refer to this one keep that segment, whose own referrers keep
+        # theirs, and so on: a chain only this segment's going can undo.
+        garbage = self.disk_bytes - self.live_bytes > self.live_bytes + 4 * self.config.segment_size
+        if self._live_bytes.get(oldest, 0) < self.config.evacuate_below * size or garbage:
             self._evacuate(oldest)
 
     def _delete(self, segment: int) -> None:
@@ -464,6 +493,14 @@ class Journal:
             self._moving[(name, seq)] = packed  # still readable there until rewritten
             self._hold(self._segment, len(record))
             self._locations[name][seq] = _pack(self._segment, len(record))
+            # The copy outlives the original (else acks of the copy could go first and the
+            # original come back), and carries its delivery count (else it is lost with it).
+            self._refer(segment)
+            count = self._delivered.get(name, {}).get(seq)
+            if count:
+                copy_segment = self._segment
+                self._append(encode_queue_seq(RecordType.MESSAGE_DELIVERED, name, seq, count))
+                self._refer(copy_segment)
 
         def done() -> None:
             self._evacuating = None
@@ -488,6 +525,8 @@ class Journal:
             for seq, item in queue_state.messages.items():
                 seqs[seq] = _pack(item.segment, item.size, item.offset)
                 self._hold(item.segment, item.size)
+                if item.delivery_count:
+                    self._delivered.setdefault(queue_state.name, {})[seq] = item.delivery_count
 
 
 def _pack(segment: int, size: int, offset: int = 0) -> int:
@@ -546,10 +585,14 @@ class _Writer(threading.Thread):
         path = segment_path(self._directory, segment)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         if fresh:
-            os.ftruncate(fd, 0)
-            os.write(fd, SegmentHeader(segment).encode())
-            os.fsync(fd)
-            _fsync_directory(self._directory)
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, SegmentHeader(segment).encode())
+                os.fsync(fd)
+                _fsync_directory(self._directory)
+            except BaseException:
+                os.close(fd)
+                raise
         return fd
 
     def run(self) -> None:
@@ -576,30 +619,46 @@ class _Writer(threading.Thread):
 
     def _write_until_done(self, batch: _Batch) -> None:
         assert self._loop is not None
+        # Every failed attempt is undone back to here, so that the retry writes the batch
+        # exactly once, and no earlier segment is ever reopened as a fresh one.
+        start_segment, start = self._segment, os.lseek(self._fd, 0, os.SEEK_END)
         while True:
-            start = os.lseek(self._fd, 0, os.SEEK_END)
-            start_segment = self._segment
             try:
                 self._write(batch)
             except OSError as exc:
                 message = exc.strerror or str(exc)
                 self._loop.call_soon_threadsafe(self._journal._batch_failed, message)
-                if self._segment == start_segment:
-                    # Drop a partial write so the retry does not leave a torn record behind.
-                    with contextlib.suppress(OSError):
-                        os.ftruncate(self._fd, start)
                 time.sleep(self._config.retry_interval)
+                while not self._rewind(batch, start_segment, start):
+                    time.sleep(self._config.retry_interval)
                 continue
             self._loop.call_soon_threadsafe(self._journal._batch_done, batch)
             return
+
+    def _rewind(self, batch: _Batch, segment: int, size: int) -> bool:
+        """Undo a failed attempt at ``batch``: remove the segments it started (they hold
+        nothing else), then cut ``segment`` back to ``size``. False if that failed too."""
+        try:
+            if self._segment != segment:
+                fd = os.open(segment_path(self._directory, segment), os.O_WRONLY | os.O_APPEND)
+                os.close(self._fd)
+                self._segment, self._fd = segment, fd
+            for later in sorted({s for s, _ in batch.pieces if s > segment}):
+                with contextlib.suppress(FileNotFoundError):
+                    segment_path(self._directory, later).unlink()
+            _fsync_directory(self._directory)
+            os.ftruncate(self._fd, size)
+        except OSError:
+            return False
+        return True
 
     def _write(self, batch: _Batch) -> None:
         for segment, data in batch.pieces:
             if segment != self._segment:
                 os.fsync(self._fd)
+                fd = self._open(segment, fresh=True)
                 os.close(self._fd)
-                self._segment = segment
-                self._fd = self._open(segment, fresh=True)
+                self._segment, self._fd = segment, fd
             view = memoryview(data)
             while view:
                 written = os.write(self._fd, view)

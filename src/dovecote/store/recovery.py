@@ -2,10 +2,12 @@
 
 Invariants:
 - Replay stops at the first record that is torn (incomplete) or corrupt (bad checksum,
-  unknown type, impossible length). The segment is truncated there; any later segments are
-  renamed ``*.dropped`` (kept for inspection, never replayed). The report says what was lost.
+  unknown type, impossible length). Any later segments are renamed ``*.dropped`` (kept for
+  inspection, never replayed), durably, and then the segment is truncated there. The report
+  says what was lost.
 - Records between ATOMIC_BEGIN and ATOMIC_COMMIT apply together: a group cut off by the end of
-  the journal is discarded (a transaction whose commit was never confirmed).
+  the journal is discarded (a transaction whose commit was never confirmed) and cut off the
+  disk from its ATOMIC_BEGIN on, so that records appended later are never taken for its part.
 - A segment of an unsupported format version stops recovery with an error and changes
   nothing on disk: a newer broker's data is never truncated by an older one.
 """
@@ -157,6 +159,12 @@ class _Replayer:
             item = RecoveredMessage(message, segment, offset, size, paged=not keep)
             if budget is not None and keep:
                 self.body_budget = budget - len(payload)
+            original = queue.messages.get(seq)
+            if original is not None:
+                # An evacuated copy while the original's segment still exists: the copy keeps
+                # its delivery count, and must outlive it (acks of the copy refer to the copy).
+                item.delivery_count = original.delivery_count
+                self._refer(segment, original.segment)
             queue.messages[seq] = item
         elif kind is RecordType.MESSAGE_ACKED:
             queue_name, seq, _ = decode_queue_seq(payload)

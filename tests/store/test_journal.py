@@ -1,0 +1,712 @@
+"""The Journal on a real event loop (``asyncio.run`` in plain test functions): group commit,
+close and reopen, segment rotation, reclaiming space, sync policies and disk-full handling.
+
+The ``journal_os`` fixture (conftest.py) stands in for ``os`` inside the journal module only,
+to count fdatasync calls, hold the writer back or make writes fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from journal_os import JournalOs
+
+from dovecote.core.message import Message, RoutingType
+from dovecote.store import inspect
+from dovecote.store.journal import Journal, JournalConfig, SyncPolicy
+from dovecote.store.record import SEGMENT_HEADER, QueueKind, SegmentHeader
+from dovecote.store.recovery import RecoveredState, list_segments, recover, segment_path
+
+T = TypeVar("T")
+TIMEOUT = 10.0
+SMALL = JournalConfig(segment_size=4096)
+
+
+def run(scenario: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(scenario())  # type: ignore[arg-type]
+
+
+def message(n: int, queue: str = "orders", *, size: int = 100, **fields: Any) -> Message:
+    defaults: dict[str, Any] = {
+        "message_id": f"ID:test-{queue}-{n}",
+        "address": queue,
+        "routing": RoutingType.ANYCAST,
+        "body": (b"%d:" % n + b"\x00\xff" * size)[:size],
+        "properties": {"n": str(n)},
+        "persistent": True,
+        "priority": 4,
+        "expires": 0,
+        "timestamp": 1_700_000_000_000 + n,
+    }
+    defaults.update(fields)
+    return Message(**defaults)
+
+
+async def durable(journal: Journal) -> None:
+    """Wait (bounded) until everything recorded so far is durable."""
+    done = asyncio.Event()
+    journal.call_when_durable(done.set)
+    await asyncio.wait_for(done.wait(), TIMEOUT)
+
+
+async def eventually(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout}s")
+        await asyncio.sleep(0.005)
+
+
+def open_journal(directory: Path, config: JournalConfig | None = None) -> Journal:
+    journal = Journal(directory, config)
+    journal.open(asyncio.get_running_loop())
+    return journal
+
+
+def contents(state: RecoveredState) -> dict[str, Any]:
+    """Everything a recovered state says, as plain data."""
+    return {
+        name: (
+            queue.address,
+            queue.filter,
+            queue.kind,
+            [
+                (seq, item.message, item.delivery_count)
+                for seq, item in sorted(queue.messages.items())
+            ],
+        )
+        for name, queue in state.queues.items()
+    }
+
+
+def files(directory: Path) -> dict[str, int]:
+    return {path.name: path.stat().st_size for path in sorted(directory.iterdir())}
+
+
+# --- group commit -------------------------------------------------------------------------------
+
+
+def test_callbacks_fire_only_once_their_batch_is_on_disk(
+    tmp_path: Path, journal_os: JournalOs
+) -> None:
+    seen_at_callback: list[int] = []
+
+    async def scenario() -> None:
+        journal = open_journal(tmp_path)
+        syncs_before = journal_os.count("fdatasync")
+        writes_before = journal_os.count("write")
+        journal.record_queue("orders", "orders", None)
+        for n in range(1, 201):
+            journal.record_message("orders", n, message(n))
+        journal.call_when_durable(lambda: seen_at_callback.append(inspect.check(tmp_path).records))
+        assert seen_at_callback == []  # not before the batch is written
+        await durable(journal)
+        # One loop turn's 201 records went out as one write and one fdatasync.
+        assert journal_os.count("fdatasync") - syncs_before == 1
+        assert journal_os.count("write") - writes_before == 1
+        await journal.close()
+
+    run(scenario)
+    assert seen_at_callback == [201]
+
+
+def test_the_next_batch_fills_while_one_is_being_written(
+    tmp_path: Path, journal_os: JournalOs
+) -> None:
+    release = threading.Event()
+    entered = threading.Event()
+    order: list[str] = []
+
+    def slow_fdatasync(fd: int) -> None:
+        entered.set()
+        assert release.wait(TIMEOUT)
+        os.fdatasync(fd)
+
+    async def scenario() -> None:
+        journal = open_journal(tmp_path)
+        journal.record_queue("orders", "orders", None)
+        await durable(journal)
+        syncs_before = journal_os.count("fdatasync")
+        journal_os.instead["fdatasync"] = slow_fdatasync
+        journal.record_message("orders", 1, message(1))
+        journal.call_when_durable(lambda: order.append("first"))
+        await eventually(entered.is_set, "the writer never started the first batch")
+        # Five more loop turns of records while the first batch is stuck in fdatasync.
+        for n in range(2, 7):
+            journal.record_message("orders", n, message(n))
+            journal.call_when_durable(lambda n=n: order.append(f"m{n}"))
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.05)
+        assert order == []
+        del journal_os.instead["fdatasync"]
+        release.set()
+        await durable(journal)
+        assert order == ["first", "m2", "m3", "m4", "m5", "m6"]
+        # The first batch, then one batch for all five turns that waited behind it.
+        assert journal_os.count("fdatasync") - syncs_before == 2
+        await journal.close()
+
+    run(scenario)
+    assert sorted(recover(tmp_path).queues["orders"].messages) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_callback_with_nothing_pending_runs_at_once(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        journal = open_journal(tmp_path)
+        calls: list[int] = []
+        journal.call_when_durable(lambda: calls.append(1))
+        assert calls == [1]
+        await journal.close()
+
+    run(scenario)
+
+
+def test_callbacks_run_in_the_order_they_were_registered(tmp_path: Path) -> None:
+    order: list[int] = []
+
+    async def scenario() -> None:
+        journal = open_journal(tmp_path)
+        journal.record_queue("orders", "orders", None)
+        for n in range(1, 51):
+            journal.record_message("orders", n, message(n))
+            journal.call_when_durable(lambda n=n: order.append(n))
+            if n % 7 == 0:
+                await asyncio.sleep(0)
+        await durable(journal)
+        await journal.close()
+
+    run(scenario)
+    assert order == list(range(1, 51))
+
+
+# --- close and reopen ---------------------------------------------------------------------------
+
+
+def test_state_survives_close_and_reopen(tmp_path: Path) -> None:
+    big_body = bytes(range(256)) * 40
+    messages = {
+        ("orders", 1): message(1, priority=0),
+        ("orders", 2): message(2, priority=9, expires=1_900_000_000_000),
+        ("orders", 3): message(3, body=b"", properties={}),
+        ("orders", 5): message(5, body=big_body, properties={f"h{i}": "v" * i for i in range(50)}),
+        ("c1.prices", 1): message(
+            1,
+            "c1.prices",
+            address="prices.eu",
+            routing=RoutingType.MULTICAST,
+            properties={"ключ": "значение ✓", "empty": ""},
+        ),
+        ("c1.prices", 2): message(
+            2, "c1.prices", address="prices.us", routing=RoutingType.MULTICAST
+        ),
+    }
+
+    async def first_run() -> None:
+        journal = open_journal(tmp_path)
+        journal.record_queue("orders", "orders", None)
+        journal.record_queue("c1.prices", "prices.>", "prices.>")
+        journal.record_queue("gone", "gone", None)
+        journal.record_message("gone", 1, message(1, "gone"))
+        for (queue, seq), item in messages.items():
+            journal.record_message(queue, seq, item)
+        journal.record_message("orders", 4, message(4))
+        await durable(journal)
+        journal.record_delivery("orders", 2, 1)
+        journal.record_delivery("orders", 2, 3)
+        journal.record_delivery("c1.prices", 1, 1)
+        journal.record_ack("orders", 4)
+        journal.forget_queue("gone")
+        journal.begin_atomic()
+        journal.record_message("orders", 6, message(6))
+        journal.record_ack("orders", 3)
+        journal.end_atomic()
+        await journal.close()
+
+    run(first_run)
+    messages[("orders", 6)] = message(6)
+    del messages[("orders", 3)]
+    counts = {("orders", 2): 3, ("c1.prices", 1): 1}
+    expected = {
+        "orders": ("orders", None, QueueKind.QUEUE, []),
+        "c1.prices": ("prices.>", "prices.>", QueueKind.DURABLE_SUBSCRIPTION, []),
+    }
+    for (queue, seq), item in sorted(messages.items()):
+        expected[queue][3].append((seq, item, counts.get((queue, seq), 0)))
+
+    async def second_run() -> RecoveredState:
+        journal = open_journal(tmp_path)
+        assert journal.recovered is not None
+        await journal.close()
+        return journal.recovered
+
+    state = run(second_run)
+    assert contents(state) == expected
+    assert state.report.problems == []
+    # And once more, after a run that changed nothing.
+    assert contents(run(second_run)) == expected
+
+
+def test_reopening_appends_to_the_last_segment(tmp_path: Path) -> None:
+    async def one_run(n: int) -> None:
+        journal = open_journal(tmp_path)
+        if n == 1:
+            journal.record_queue("orders", "orders", None)
+        journal.record_message("orders", n, message(n))
+        await journal.close()
+
+    for n in range(1, 4):
+        run(lambda n=n: one_run(n))  # type: ignore[misc]
+    assert list_segments(tmp_path) == [1]
+    assert sorted(recover(tmp_path).queues["orders"].messages) == [1, 2, 3]
+    assert inspect.check(tmp_path).records == 4
+
+
+# --- rotation and reclaiming space --------------------------------------------------------------
+
+
+def test_segments_rotate_at_the_configured_size(tmp_path: Path) -> None:
+    async def scenario() -> tuple[int, int]:
+        journal = open_journal(tmp_path, SMALL)
+        journal.record_queue("orders", "orders", None)
+        for n in range(1, 101):
+            journal.record_message("orders", n, message(n, size=200))
+            if n % 10 == 0:
+                await durable(journal)
+        await journal.close()
+        return journal.segment_count, journal.disk_bytes
+
+    count, disk = run(scenario)
+    segments = list_segments(tmp_path)
+    assert len(segments) == count
+    assert count >= 8  # 100 records of ~280 octets in 4 KiB segments
+    assert segments == list(range(1, count + 1))
+    sizes = [segment_path(tmp_path, s).stat().st_size for s in segments]
+    assert sum(sizes) == disk
+    assert all(size <= 4096 for size in sizes)
+    for segment in segments:
+        head = segment_path(tmp_path, segment).read_bytes()[: SEGMENT_HEADER.size]
+        assert SegmentHeader.decode(head) == SegmentHeader(segment)
+    state = recover(tmp_path)
+    assert state.report.problems == []
+    assert sorted(state.queues["orders"].messages) == list(range(1, 101))
+
+
+def test_a_record_larger_than_a_segment_gets_one_of_its_own(tmp_path: Path) -> None:
+    huge = message(2, size=10_000)
+
+    async def scenario() -> None:
+        journal = open_journal(tmp_path, SMALL)
+        journal.record_queue("orders", "orders", None)
+        journal.record_message("orders", 1, message(1))
+        journal.record_message("orders", 2, huge)
+        journal.record_message("orders", 3, message(3))
+        await journal.close()
+
+    run(scenario)
+    assert list_segments(tmp_path) == [1, 2, 3]
+    assert segment_path(tmp_path, 2).stat().st_size > 10_000
+    state = recover(tmp_path)
+    assert state.queues["orders"].messages[2].message == huge
+    assert sorted(state.queues["orders"].messages) == [1, 2, 3]
+
+
+def test_dead_segments_are_deleted_and_disk_use_stays_bounded(tmp_path: Path) -> None:
+    async def scenario() -> list[tuple[int, int, int]]:
+        journal = open_journal(tmp_path, SMALL)
+        journal.record_queue("orders", "orders", None)
+        samples = []
+        n = 0
+        for turn in range(300):
+            for _ in range(5):
+                n += 1
+                journal.record_message("orders", n, message(n, size=200))
+            await durable(journal)
+            for seq in range(n - 4, n + 1):
+                journal.record_ack("orders", seq)
+            if turn % 50 == 49:
+                samples.append((journal.segment_count, journal.disk_bytes, journal.live_bytes))
+        await durable(journal)
+        await journal.close()
+        samples.append((journal.segment_count, journal.disk_bytes, journal.live_bytes))
+        return samples
+
+    samples = run(scenario)
+    # ~400 KiB went through the journal; only the queue's definition is live.
+    for count, disk, live in samples:
+        assert count <= 3
+        assert disk <= 3 * 4096
+        assert live <= 1024
+    count, disk, _ = samples[-1]
+    on_disk = files(tmp_path)
+    assert len(on_disk) == count
+    assert sum(on_disk.values()) == disk
+    state = recover(tmp_path)
+    assert state.report.problems == []
+    assert contents(state) == {"orders": ("orders", None, QueueKind.QUEUE, [])}
+
+
+def test_a_long_lived_message_does_not_pin_the_journal(tmp_path: Path) -> None:
+    keeper = message(0, size=300, properties={"keep": "me"})
+
+    async def scenario() -> list[int]:
+        journal = open_journal(tmp_path, SMALL)
+        journal.record_queue("orders", "orders", None)
+        journal.record_message("orders", 1, keeper)
+        await durable(journal)
+        journal.record_delivery("orders", 1, 1)  # delivered, never acknowledged
+        counts = []
+        n = 1
+        for turn in range(300):
+            for _ in range(5):
+                n += 1
+                journal.record_message("orders", n, message(n, size=200))
+            await durable(journal)
+            for seq in range(n - 4, n + 1):
+                journal.record_ack("orders", seq)
+            if turn % 20 == 19:
+                counts.append(journal.segment_count)
+        await journal.close()
+        return counts
+
+    counts = run(scenario)
+    assert max(counts) <= 4
+    assert len(list_segments(tmp_path)) <= 4
+    state = recover(tmp_path)
+    assert state.report.problems == []
+    # Evacuated (copied forward) more than once, and still delivered once before.
+    assert contents(state) == {"orders": ("orders", None, QueueKind.QUEUE, [(1, keeper, 1)])}
+
+
+def test_a_full_segment_of_long_lived_messages_does_not_pin_the_journal(tmp_path: Path) -> None:
+    """Regression: with the oldest segment all live (never evacuated), the next one, mostly
+    dead but holding a queue definition, was never evacuated either (only the oldest was
+    considered), and each later segment's acks referred to the one before: a chain that kept
+    every segment on disk, growing without bound."""
+    keepers = [message(n, "keep", size=300) for n in range(1, 14)]
+
+    async def scenario() -> list[int]:
+        journal = open_journal(tmp_path, SMALL)
+        journal.record_queue("keep", "keep", None)
+        for n, item in enumerate(keepers, 1):  # fill the first segment with live messages
+            journal.record_message("keep", n, item)
+        await durable(journal)
+        journal.record_queue("orders", "orders", None)
+        counts = []
+        for n in range(1, 601):
+            journal.record_message("orders", n, message(n, size=300))
+            await durable(journal)
+            if n > 10:  # a consumer ten messages behind: its acks land a segment later
+                journal.record_ack("orders", n - 10)
+            if n % 50 == 0:
+                counts.append(journal.segment_count)
+        await journal.close()
+        return counts
+
+    counts = run(scenario)
+    # Live: 13 keepers (~4 KiB), 10 messages and two definitions; 600 messages (~200 KiB, 50
+    # segments) went through. Evacuation starts once garbage exceeds live data + 4 segments.
+    assert max(counts) <= 12, counts
+    state = recover(tmp_path)
+    assert state.report.problems == []
+    assert [item for _, item, _ in contents(state)["keep"][3]] == keepers
+    assert sorted(state.queues["orders"].messages) == list(range(591, 601))
+
+
+@pytest.mark.parametrize("stop_after", [65, 80, 104, 122])
+def test_a_consumer_backlog_survives_a_restart(tmp_path: Path, stop_after: int) -> None:
+    """Regression: once the oldest segment was evacuated, the queue's definition was rewritten
+    after the backlog's messages, and recovery dropped them all as "for an unknown queue"."""
+
+    async def scenario() -> set[int]:
+        journal = open_journal(tmp_path, SMALL)
+        journal.record_queue("orders", "orders", None)
+        live = set()
+        for n in range(1, stop_after + 1):
+            journal.record_message("orders", n, message(n, size=200))
+            live.add(n)
+            if n > 40:  # the consumer is 40 messages behind
+                journal.record_ack("orders", n - 40)
+                live.discard(n - 40)
+            await durable(journal)
+        await journal.close()
+        return live
+
+    live = run(scenario)
+    state = recover(tmp_path)
+    assert state.report.problems == []
+    assert sorted(state.queues["orders"].messages) == sorted(live)
+    assert state.queues["orders"].kind is QueueKind.QUEUE
+
+
+def test_files_on_disk_are_exactly_the_segments_the_journal_tracks(
+    tmp_path: Path, journal_os: JournalOs
+) -> None:
+    """Regression: a dead segment was deleted while its records still waited for the writer
+    (behind a slow fdatasync); the writer then created it again, and it stayed on disk,
+    untracked, for good: disk use grew without bound."""
+
+    def slow_fdatasync(fd: int) -> None:
+        time.sleep(0.005)
+        os.fdatasync(fd)
+
+    journal_os.instead["fdatasync"] = slow_fdatasync
+
+    async def scenario() -> tuple[int, int]:
+        journal = open_journal(tmp_path, SMALL)
+        journal.record_queue("orders", "orders", None)
+        n = 0
+        for _ in range(150):
+            for _ in range(8):
+                n += 1
+                journal.record_message("orders", n, message(n, size=300))
+                journal.call_when_durable(lambda: None)
+            # The consumer acknowledges what it got two turns ago (written by now, mostly).
+            for seq in range(max(1, n - 23), n - 15):
+                journal.record_ack("orders", seq)
+            await asyncio.sleep(0.001)
+        await durable(journal)
+        await journal.close()
+        return journal.segment_count, journal.disk_bytes
+
+    count, disk = run(scenario)
+    on_disk = files(tmp_path)
+    assert len(on_disk) == count
+    assert count <= 4
+    assert sum(on_disk.values()) == disk
+    state = recover(tmp_path)
+    assert state.report.problems == []
+    assert sorted(state.queues["orders"].messages) == list(range(1185, 1201))
+
+
+def test_an_atomic_group_stays_in_one_segment(tmp_path: Path) -> None:
+    """Regression: a group split over two segments lost its ATOMIC_COMMIT when the second
+    segment died and was deleted; recovery then took every later record for part of a group
+    that never ended, and dropped them all."""
+    keepers = [message(n, size=300) for n in range(1, 9)]
+    later = message(100, size=300)
+
+    async def scenario() -> None:
+        journal = open_journal(tmp_path, SMALL)
+        journal.record_queue("orders", "orders", None)
+        # Live records filling most of the first segment: it is neither dead nor evacuated.
+        for n, item in enumerate(keepers, 1):
+            journal.record_message("orders", n, item)
+        journal.begin_atomic()
+        for n in range(9, 21):  # runs past the end of the segment
+            journal.record_message("orders", n, message(n, size=300))
+        journal.end_atomic()
+        for n in range(21, 41):  # more than fills the segment the group ended in
+            journal.record_message("orders", n, message(n, size=300))
+        await durable(journal)
+        # Acks in a later segment: the group's second segment dies and may be deleted.
+        for n in range(9, 41):
+            journal.record_ack("orders", n)
+        await durable(journal)
+        for n in range(41, 100):  # traffic that moves on and lets dead segments go
+            journal.record_message("orders", n, message(n, size=300))
+            await durable(journal)
+            journal.record_ack("orders", n)
+        journal.record_message("orders", 100, later)
+        await journal.close()
+
+    run(scenario)
+    segments_with_group_records = {
+        line.split(":")[0] for line in inspect.dump(tmp_path) if "ATOMIC_" in line
+    }
+    assert len(segments_with_group_records) <= 1  # BEGIN and COMMIT in the same segment
+    state = recover(tmp_path)
+    assert state.report.problems == []
+    expected = [(n, item, 0) for n, item in enumerate(keepers, 1)] + [(100, later, 0)]
+    assert contents(state) == {"orders": ("orders", None, QueueKind.QUEUE, expected)}
+
+
+# --- sync policies ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        JournalConfig(sync=SyncPolicy.NEVER),
+        JournalConfig(sync=SyncPolicy.INTERVAL, sync_interval=30.0),
+    ],
+    ids=["never", "interval"],
+)
+def test_relaxed_sync_confirms_without_fdatasync_per_batch(
+    tmp_path: Path, journal_os: JournalOs, config: JournalConfig
+) -> None:
+    async def scenario() -> None:
+        journal = open_journal(tmp_path, config)
+        journal.record_queue("orders", "orders", None)
+        syncs_before = journal_os.count("fdatasync")
+        writes_before = journal_os.count("write")
+        for n in range(1, 21):
+            journal.record_message("orders", n, message(n))
+            await durable(journal)  # confirmed once written
+        assert journal_os.count("write") - writes_before == 20
+        assert journal_os.count("fdatasync") - syncs_before == 0
+        await journal.close()
+
+    run(scenario)
+    assert sorted(recover(tmp_path).queues["orders"].messages) == list(range(1, 21))
+
+
+def test_interval_sync_flushes_once_the_writer_is_idle(
+    tmp_path: Path, journal_os: JournalOs
+) -> None:
+    async def scenario() -> None:
+        config = JournalConfig(sync=SyncPolicy.INTERVAL, sync_interval=0.05)
+        journal = open_journal(tmp_path, config)
+        journal.record_queue("orders", "orders", None)
+        await durable(journal)
+        await asyncio.sleep(0.2)
+        syncs_before = journal_os.count("fdatasync")
+        journal.record_message("orders", 1, message(1))
+        await durable(journal)
+        await eventually(
+            lambda: journal_os.count("fdatasync") > syncs_before,
+            "no fdatasync after the writer went idle",
+            timeout=2.0,
+        )
+        await asyncio.sleep(0.2)
+        assert journal_os.count("fdatasync") - syncs_before == 1  # once, not once per timeout
+        await journal.close()
+
+    run(scenario)
+
+
+def test_always_sync_fdatasyncs_every_batch(tmp_path: Path, journal_os: JournalOs) -> None:
+    async def scenario() -> None:
+        journal = open_journal(tmp_path)
+        journal.record_queue("orders", "orders", None)
+        await durable(journal)
+        syncs_before = journal_os.count("fdatasync")
+        for n in range(1, 11):
+            journal.record_message("orders", n, message(n))
+            await durable(journal)
+        assert journal_os.count("fdatasync") - syncs_before == 10
+        await journal.close()
+
+    run(scenario)
+
+
+def test_an_ack_alone_is_written_without_further_traffic(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        journal = open_journal(tmp_path)
+        journal.record_queue("orders", "orders", None)
+        journal.record_message("orders", 1, message(1))
+        await durable(journal)
+        journal.record_ack("orders", 1)
+        await eventually(
+            lambda: inspect.check(tmp_path).records == 3, "the ack was never written", 2.0
+        )
+        await journal.close()
+
+    run(scenario)
+    assert recover(tmp_path).queues["orders"].messages == {}
+
+
+# --- disk full ----------------------------------------------------------------------------------
+
+
+class DiskFull:
+    """``os.write`` that, while ``failing``, writes part of the data once, then raises ENOSPC
+    (as a filling disk does), and counts the failures."""
+
+    def __init__(self) -> None:
+        self.failing = threading.Event()
+        self.failures = 0
+        self.partial = True
+
+    def write(self, fd: int, data: Any) -> int:
+        if not self.failing.is_set():
+            return os.write(fd, data)
+        if self.partial and len(data) > 1:
+            self.partial = False
+            return os.write(fd, bytes(data[: len(data) // 2]))
+        self.failures += 1
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_disk_full_stops_confirming_then_writes_the_batch_once(
+    tmp_path: Path, journal_os: JournalOs
+) -> None:
+    disk = DiskFull()
+    journal_os.instead["write"] = disk.write
+    confirmed: list[int] = []
+
+    async def scenario() -> None:
+        journal = open_journal(tmp_path, JournalConfig(retry_interval=0.02))
+        journal.record_queue("orders", "orders", None)
+        journal.record_message("orders", 1, message(1))
+        await durable(journal)
+        disk.failing.set()
+        for n in range(2, 12):
+            journal.record_message("orders", n, message(n))
+            journal.call_when_durable(lambda n=n: confirmed.append(n))
+        await eventually(lambda: not journal.is_available(), "the journal stayed available")
+        assert journal.last_error == "No space left on device"
+        await eventually(lambda: disk.failures >= 3, "the writer did not retry")
+        assert confirmed == []
+        # Meanwhile more records wait for the stuck batch.
+        journal.record_message("orders", 12, message(12))
+        journal.call_when_durable(lambda: confirmed.append(12))
+        await asyncio.sleep(0.05)
+        assert confirmed == []
+        assert not journal.is_available()
+        disk.failing.clear()
+        await durable(journal)
+        assert confirmed == list(range(2, 13))
+        assert journal.is_available()
+        assert journal.last_error is None
+        await journal.close()
+
+    run(scenario)
+    state = recover(tmp_path)
+    assert state.report.problems == []
+    assert sorted(state.queues["orders"].messages) == list(range(1, 13))
+    # Each record once: the partial write was cut off before the retry.
+    assert inspect.check(tmp_path).records == 13
+    assert inspect.check(tmp_path).problems == []
+
+
+def test_disk_full_while_starting_a_new_segment_keeps_the_earlier_one(
+    tmp_path: Path, journal_os: JournalOs
+) -> None:
+    """Regression: a write error after the writer had moved to a new segment made the retry
+    reopen the earlier segment as a fresh one, wiping every confirmed record in it."""
+    calls = {"n": 0}
+
+    def write(fd: int, data: Any) -> int:
+        calls["n"] += 1
+        if calls["n"] in (2, 3):  # the new segment's header, then its first records
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return os.write(fd, data)
+
+    async def scenario() -> None:
+        journal = open_journal(tmp_path, JournalConfig(segment_size=4096, retry_interval=0.02))
+        journal.record_queue("orders", "orders", None)
+        for n in range(1, 6):
+            journal.record_message("orders", n, message(n, size=300))
+        await durable(journal)
+        journal_os.instead["write"] = write
+        # One batch that fills segment 1 and goes on into segment 2.
+        for n in range(6, 21):
+            journal.record_message("orders", n, message(n, size=300))
+        await durable(journal)
+        assert calls["n"] >= 4
+        await journal.close()
+
+    run(scenario)
+    state = recover(tmp_path)
+    assert state.report.problems == []
+    assert sorted(state.queues["orders"].messages) == list(range(1, 21))
+    assert inspect.check(tmp_path).problems == []
+    assert inspect.check(tmp_path).records == 21
