@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from dovecote.core.errors import NotFound
@@ -623,3 +625,16 @@ def test_budget_is_charged_for_restored_entries(h: Harness) -> None:
 )
 def test_message_is_expired(expires: int, now: int, expired: bool) -> None:
     assert msg("m", expires=expires).is_expired(now) is expired
+
+
+def test_a_queue_holds_nothing_for_the_messages_it_has_settled() -> None:
+    """Regression: every persistent entry stayed referenced (for paging) after its ack while
+    memory was below the paging level, so a busy durable queue grew without bound."""
+    h = Harness()
+    h.consumer("a")  # auto ack: each message is settled as it is delivered
+    for n in range(5000):
+        h.queue.add(msg(f"m{n}", persistent=True))
+    gc.collect()
+    assert h.queue.depth == 0
+    alive = sum(1 for o in gc.get_objects() if isinstance(o, QueueEntry))
+    assert alive < 1000

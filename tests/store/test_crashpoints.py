@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from journal_os import JournalOs
 
-import dovecote.store.journal as journal_module
+import dovecote.store.writer as writer_module
 from dovecote.core.message import Message, RoutingType
 from dovecote.store.journal import Journal, JournalConfig
 from dovecote.store.recovery import recover
@@ -114,14 +114,14 @@ def _install(recorder: Recorder, journal_os: JournalOs, monkeypatch: pytest.Monk
         time.sleep(0.001)  # a slow disk: batches queue up behind the one being written
         os.fdatasync(fd)
 
-    real_fsync_directory = journal_module._fsync_directory
+    real_fsync_directory = writer_module.fsync_directory
 
     def fsync_directory(directory: Path) -> None:
         real_fsync_directory(directory)
         recorder.take("directory fsync")  # after a segment was created or deleted
 
     journal_os.instead.update(write=write, ftruncate=ftruncate, fdatasync=fdatasync)
-    monkeypatch.setattr(journal_module, "_fsync_directory", fsync_directory)
+    monkeypatch.setattr(writer_module, "fsync_directory", fsync_directory)
 
 
 @dataclass

@@ -710,3 +710,63 @@ def test_disk_full_while_starting_a_new_segment_keeps_the_earlier_one(
     assert sorted(state.queues["orders"].messages) == list(range(1, 21))
     assert inspect.check(tmp_path).problems == []
     assert inspect.check(tmp_path).records == 21
+
+
+def test_closing_on_a_full_disk_abandons_the_unconfirmed_batch(
+    tmp_path: Path, journal_os: JournalOs
+) -> None:
+    """Shutdown does not hang while the disk stays full: the batch being retried was never
+    confirmed, so it is dropped, and what was confirmed before stays."""
+    disk = DiskFull()
+    journal_os.instead["write"] = disk.write
+    confirmed: list[int] = []
+
+    async def scenario() -> float:
+        journal = open_journal(tmp_path, JournalConfig(retry_interval=0.02))
+        journal.record_queue("orders", "orders", None)
+        journal.record_message("orders", 1, message(1))
+        await durable(journal)
+        disk.failing.set()
+        journal.record_message("orders", 2, message(2))
+        journal.call_when_durable(lambda: confirmed.append(2))
+        await eventually(lambda: not journal.is_available(), "the journal stayed available")
+        began = time.monotonic()
+        await journal.close()
+        return time.monotonic() - began
+
+    assert run(scenario) < 5
+    assert confirmed == []
+    state = recover(tmp_path)
+    assert state.report.problems == []
+    assert sorted(state.queues["orders"].messages) == [1]
+
+
+def test_a_failing_idle_sync_is_reported_and_retried(tmp_path: Path, journal_os: JournalOs) -> None:
+    """With sync ``interval`` the writer syncs when idle; if that fails the journal reports
+    itself unavailable (instead of the writer thread dying) and recovers once it succeeds."""
+    failing = threading.Event()
+
+    def fdatasync(fd: int) -> None:
+        if failing.is_set():
+            raise OSError(errno.EIO, "Input/output error")
+        os.fdatasync(fd)
+
+    journal_os.instead["fdatasync"] = fdatasync
+
+    async def scenario() -> None:
+        config = JournalConfig(sync=SyncPolicy.INTERVAL, sync_interval=0.02, retry_interval=0.02)
+        journal = open_journal(tmp_path, config)
+        journal.record_queue("orders", "orders", None)
+        await durable(journal)
+        failing.set()
+        journal.record_message("orders", 1, message(1))
+        await eventually(lambda: not journal.is_available(), "the failed sync went unnoticed")
+        assert journal.last_error == "Input/output error"
+        failing.clear()
+        journal.record_message("orders", 2, message(2))
+        await durable(journal)
+        assert journal.is_available()
+        await journal.close()
+
+    run(scenario)
+    assert sorted(recover(tmp_path).queues["orders"].messages) == [1, 2]

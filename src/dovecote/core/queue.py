@@ -165,7 +165,12 @@ class Queue:
         entry = QueueEntry(message, seq)
         if self.durable and message.persistent:
             self._store.record_message(self.name, seq, message)
-            self._pageable.append(entry)
+            pageable = self._pageable
+            pageable.append(entry)
+            if len(pageable) > 2 * self._ready_count + _PAGE_EVERY:
+                # Below the paging level nothing pops delivered entries off: drop them here
+                # (amortized), or the list would hold every message the queue ever had.
+                self._pageable = deque(e for e in pageable if e.ready and not e.paged)
         self._budget.charge(len(message.body))
         self._ready[message.priority].append(entry)
         self._ready_count += 1

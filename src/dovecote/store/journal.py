@@ -1,8 +1,9 @@
 """The append-only, segmented journal: the default store (DESIGN.md §4).
 
 Threads: the event loop thread calls the Store port methods, which encode records and add them
-to the pending batch; once per loop turn the batch goes to the single writer thread, which
-writes it (rotating segments as the loop decided) and, per the sync policy, fsyncs it. While it
+to the pending batch; once per loop turn the batch goes to the single writer thread
+(:mod:`dovecote.store.writer`), which writes it (rotating segments as the loop decided) and,
+per the sync policy, fsyncs it. While it
 does, the next batch fills. When a batch is durable the loop runs its callbacks (receipts).
 
 Invariants:
@@ -24,15 +25,9 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import queue
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 from dovecote.core.errors import StoreUnavailable
@@ -41,7 +36,6 @@ from dovecote.store.record import (
     SEGMENT_HEADER,
     QueueKind,
     RecordType,
-    SegmentHeader,
     decode_message_added,
     encode_group,
     encode_message_added,
@@ -52,41 +46,13 @@ from dovecote.store.record import (
     read_record,
 )
 from dovecote.store.recovery import RecoveredState, recover, segment_path
+from dovecote.store.writer import Batch, Job, JournalConfig, SegmentWriter, SyncPolicy
+
+__all__ = ["Journal", "JournalConfig", "SyncPolicy"]
 
 log = logging.getLogger(__name__)
 
 LAZY_FLUSH_DELAY = 0.05  # seconds an ack may wait for a batch to ride with
-
-
-class SyncPolicy(Enum):
-    ALWAYS = "always"  # fsync every batch before confirming it (survives power loss)
-    INTERVAL = "interval"  # confirm once written; fsync at most every sync_interval
-    NEVER = "never"  # confirm once written; the OS decides when to flush
-
-
-@dataclass(frozen=True, slots=True)
-class JournalConfig:
-    segment_size: int = 32 * 1024 * 1024
-    sync: SyncPolicy = SyncPolicy.ALWAYS
-    sync_interval: float = 0.05
-    evacuate_below: float = 0.5  # evacuate the oldest segment when less than this is live
-    retry_interval: float = 1.0  # after a write error
-
-    def __post_init__(self) -> None:
-        if not 4096 <= self.segment_size < 2**32:
-            raise ValueError("segment_size must be at least 4 KiB and below 4 GiB")
-
-
-@dataclass(slots=True)
-class _Batch:
-    pieces: list[tuple[int, bytes]]  # (segment id, bytes), segments ascending
-    callbacks: list[Callable[[], None]]
-    placed: list[tuple[str, int, int, int]]  # MESSAGE_ADDED (queue, seq, segment, offset)
-
-
-class _Job(Enum):
-    DELETE = "delete"
-    CLOSE = "close"
 
 
 class Journal:
@@ -99,7 +65,7 @@ class Journal:
         self.last_error: str | None = None
         self.recovered: RecoveredState | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._writer: _Writer | None = None
+        self._writer: SegmentWriter | None = None
         # Pending batch (loop thread).
         self._pending: list[tuple[int, bytes]] = []
         self._pending_callbacks: list[Callable[[], None]] = []
@@ -111,7 +77,7 @@ class Journal:
         self._flush_scheduled = False
         self._urgent = False  # pending holds a record or callback that must not wait
         self._lazy_timer: asyncio.TimerHandle | None = None
-        self._in_flight: _Batch | None = None
+        self._in_flight: Batch | None = None
         self._group_ids = 0
         self._atomic = False  # between begin_atomic and end_atomic
         # Accounting (loop thread).
@@ -149,7 +115,15 @@ class Journal:
         else:
             self._segment, self._segment_bytes = 1, 0
         self._segments.add(self._segment)
-        self._writer = _Writer(self, self._segment, self._segment_bytes)
+        self._writer = SegmentWriter(
+            self.directory,
+            self.config,
+            loop,
+            self._segment,
+            fresh=self._segment_bytes < SEGMENT_HEADER.size,
+            on_done=self._batch_done,
+            on_failed=self._batch_failed,
+        )
         self._writer.start()
         if self._segment_bytes == 0:
             self._segment_bytes = SEGMENT_HEADER.size
@@ -170,7 +144,7 @@ class Journal:
         # No job may follow CLOSE (a segment deletion queued after it would never happen, while
         # the accounting had already forgotten the segment): stop reclaiming first.
         writer, self._writer = self._writer, None
-        writer.jobs.put(_Job.CLOSE)
+        writer.stop()
         await asyncio.get_running_loop().run_in_executor(None, writer.join, 30)
 
     # --- Store port ---------------------------------------------------------------------------
@@ -361,7 +335,7 @@ class Journal:
                     placed.append((key[0], key[1], segment, offset))
         if chunk:
             pieces.append((current, b"".join(chunk)))
-        batch = _Batch(pieces, self._pending_callbacks, placed)
+        batch = Batch(pieces, self._pending_callbacks, placed)
         self._pending = []
         self._pending_callbacks = []
         self._placing = {}
@@ -373,7 +347,7 @@ class Journal:
         self._in_flight = batch
         self._writer.jobs.put(batch)
 
-    def _batch_done(self, batch: _Batch) -> None:
+    def _batch_done(self, batch: Batch) -> None:
         """Loop thread: the writer made ``batch`` durable."""
         self._in_flight = None
         locations = self._locations
@@ -464,7 +438,7 @@ class Journal:
         self._live_bytes.pop(segment, None)
         self._refs.pop(segment, None)
         assert self._writer is not None
-        self._writer.jobs.put((_Job.DELETE, segment))
+        self._writer.jobs.put((Job.DELETE, segment))
 
     def _evacuate(self, segment: int) -> None:
         """Append the live records of ``segment`` anew, then delete it once they are durable."""
@@ -564,121 +538,3 @@ def _read_live_records(path: Path, keys: set[tuple[str, int]]) -> dict[tuple[str
                 found[key] = data[offset:next_offset]
         offset = next_offset
     return found
-
-
-class _Writer(threading.Thread):
-    """The one thread that writes, syncs, rotates and deletes segment files."""
-
-    def __init__(self, journal: Journal, segment: int, size: int) -> None:
-        super().__init__(name="dovecote-journal", daemon=True)
-        self.jobs: queue.SimpleQueue[_Batch | tuple[_Job, int] | _Job] = queue.SimpleQueue()
-        self._journal = journal
-        self._directory = journal.directory
-        self._config = journal.config
-        self._loop = journal._loop
-        self._segment = segment
-        self._fd = self._open(segment, fresh=size < SEGMENT_HEADER.size)
-        self._last_sync = time.monotonic()
-        self._dirty = False
-
-    def _open(self, segment: int, *, fresh: bool) -> int:
-        path = segment_path(self._directory, segment)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        if fresh:
-            try:
-                os.ftruncate(fd, 0)
-                os.write(fd, SegmentHeader(segment).encode())
-                os.fsync(fd)
-                _fsync_directory(self._directory)
-            except BaseException:
-                os.close(fd)
-                raise
-        return fd
-
-    def run(self) -> None:
-        while True:
-            try:
-                job = self.jobs.get(timeout=self._config.sync_interval)
-            except queue.Empty:
-                if self._dirty:
-                    os.fdatasync(self._fd)
-                    self._dirty = False
-                continue
-            if job is _Job.CLOSE:
-                os.fsync(self._fd)
-                os.close(self._fd)
-                return
-            if isinstance(job, tuple):
-                _, segment = job
-                with contextlib.suppress(FileNotFoundError):
-                    segment_path(self._directory, segment).unlink()
-                _fsync_directory(self._directory)
-                continue
-            assert isinstance(job, _Batch)
-            self._write_until_done(job)
-
-    def _write_until_done(self, batch: _Batch) -> None:
-        assert self._loop is not None
-        # Every failed attempt is undone back to here, so that the retry writes the batch
-        # exactly once, and no earlier segment is ever reopened as a fresh one.
-        start_segment, start = self._segment, os.lseek(self._fd, 0, os.SEEK_END)
-        while True:
-            try:
-                self._write(batch)
-            except OSError as exc:
-                message = exc.strerror or str(exc)
-                self._loop.call_soon_threadsafe(self._journal._batch_failed, message)
-                time.sleep(self._config.retry_interval)
-                while not self._rewind(batch, start_segment, start):
-                    time.sleep(self._config.retry_interval)
-                continue
-            self._loop.call_soon_threadsafe(self._journal._batch_done, batch)
-            return
-
-    def _rewind(self, batch: _Batch, segment: int, size: int) -> bool:
-        """Undo a failed attempt at ``batch``: remove the segments it started (they hold
-        nothing else), then cut ``segment`` back to ``size``. False if that failed too."""
-        try:
-            if self._segment != segment:
-                fd = os.open(segment_path(self._directory, segment), os.O_WRONLY | os.O_APPEND)
-                os.close(self._fd)
-                self._segment, self._fd = segment, fd
-            for later in sorted({s for s, _ in batch.pieces if s > segment}):
-                with contextlib.suppress(FileNotFoundError):
-                    segment_path(self._directory, later).unlink()
-            _fsync_directory(self._directory)
-            os.ftruncate(self._fd, size)
-        except OSError:
-            return False
-        return True
-
-    def _write(self, batch: _Batch) -> None:
-        for segment, data in batch.pieces:
-            if segment != self._segment:
-                os.fsync(self._fd)
-                fd = self._open(segment, fresh=True)
-                os.close(self._fd)
-                self._segment, self._fd = segment, fd
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
-        policy = self._config.sync
-        if policy is SyncPolicy.ALWAYS:
-            os.fdatasync(self._fd)
-        elif policy is SyncPolicy.INTERVAL:
-            # Synced by the run loop once no batch has come for sync_interval, or here.
-            now = time.monotonic()
-            self._dirty = True
-            if now - self._last_sync >= self._config.sync_interval:
-                os.fdatasync(self._fd)
-                self._last_sync = now
-                self._dirty = False
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
