@@ -5,6 +5,8 @@
     async with dovecote.Broker(listen=["stomp://127.0.0.1:0"]) as broker:
         print(broker.url)          # stomp://127.0.0.1:<free port>
 
+``config`` may also be the path of a TOML config file (see docs/configuration.md).
+
 The core's timers (delayed redeliveries, the expiry reaper) run on the event loop through
 :class:`LoopWakeup`, one loop timer for the earliest deadline.
 
@@ -25,6 +27,7 @@ from typing import Any
 
 from dovecote.adapters.stomp import MessageEncoder, StompSession
 from dovecote.config import BrokerConfig
+from dovecote.config_file import load_config
 from dovecote.core.limits import MemoryBudget
 from dovecote.core.message import QueueEntry
 from dovecote.core.ports import Store
@@ -86,13 +89,16 @@ class Broker:
 
     def __init__(
         self,
-        config: BrokerConfig | None = None,
+        config: BrokerConfig | str | os.PathLike[str] | None = None,
         *,
         listen: Iterable[str] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         **overrides: Any,
     ) -> None:
-        config = config or BrokerConfig()
+        if config is None:
+            config = BrokerConfig()
+        elif not isinstance(config, BrokerConfig):
+            config = load_config(config)  # raises ConfigError (a ValueError)
         changes: dict[str, Any] = dict(overrides)
         if listen is not None:
             changes["listen"] = tuple(listen)
