@@ -535,3 +535,29 @@ def test_many_replacements_do_not_grow_the_queue() -> None:
     assert sum(len(level) for level in queue._ready) < 3 + 1100  # tombstones compacted
     h.consumer("A", "prices")
     assert [g[1] for g in h.sink.got] == ["m4997", "m4998", "m4999"]
+
+
+def test_expiry_heap_forgets_delivered_messages() -> None:
+    h = Harness(default=AddressPolicy(default_ttl_ms=3_600_000))
+    consumer = h.consumer()
+    queue = consumer.queue
+    assert queue is not None
+    for n in range(5000):
+        h.send(f"m{n}")
+        queue.ack(consumer, next(iter(consumer.in_flight)))
+    assert queue.depth == 0
+    assert len(queue._expiring) <= 1024 + 1  # not one entry per message ever sent
+
+
+def test_a_commit_into_a_full_queue_is_refused_whole() -> None:
+    from dovecote.core.tx import Transaction
+
+    h = Harness(("orders", AddressPolicy(max_messages=1)))
+    tx = Transaction("t")
+    tx.add_send(Message("t1", "other", RoutingType.ANYCAST, b"x"))
+    tx.add_send(Message("t2", "orders", RoutingType.ANYCAST, b"x"))
+    h.send("m1")  # fills orders after the transaction's SENDs were accepted
+    with pytest.raises(ResourceLimitExceeded):
+        tx.commit(h.router)
+    assert h.router.queue("other") is None
+    assert h.store.calls == []

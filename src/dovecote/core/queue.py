@@ -146,7 +146,7 @@ class Queue:
         self._dead_letter = dead_letter
         self._on_expiring = on_expiring  # told when the first expiring message arrives
         self._held: dict[int, QueueEntry] = {}  # seq -> entry waiting out a redelivery delay
-        self._expiring: list[tuple[int, int, QueueEntry]] = []  # heap: (expires, seq, entry)
+        self._expiring: list[tuple[int, int, QueueEntry]] = []  # heap: (expires, n, entry)
         self._watch_order = 0
         self._tombstones = 0
         self._last_values: dict[str, QueueEntry] = {}

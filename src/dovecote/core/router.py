@@ -134,7 +134,8 @@ class Router:
             queue = self._queues.get(message.address)
             queues: tuple[Queue, ...] = () if queue is None else (queue,)
         else:
-            queues = self._topic_cache.get(message.address) or self._match_topic(message.address)
+            cached = self._topic_cache.get(message.address)
+            queues = self._match_topic(message.address) if cached is None else cached
         for queue in queues:
             if queue.bounded and queue.is_rejecting():
                 raise _full(queue)
