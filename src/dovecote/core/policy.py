@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dovecote.core.matching import ANY_TAIL, ANY_WORD, SEPARATOR, is_valid_pattern
+from dovecote.core.matching import ANY_TAIL, ANY_WORD, SEPARATOR, is_valid_pattern, is_wildcard
 
 SHARED_DLQ = "ActiveMQ.DLQ"
 DLQ_PREFIX = "DLQ."
@@ -94,10 +94,12 @@ class AddressPolicy:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(sorted(allowed))}")
-        if not self.dead_letter_queue or ANY_WORD in self.dead_letter_queue.split(SEPARATOR):
-            raise ValueError("dead_letter_queue must be a queue name")
-        if ANY_TAIL in self.dead_letter_queue.split(SEPARATOR):
-            raise ValueError("dead_letter_queue must be a queue name")
+        if not _is_queue_name(self.dead_letter_queue):
+            raise ValueError(
+                "dead_letter_queue must be a queue name (no wildcards, no empty words)"
+            )
+        if not self.dead_letter_prefix or not _is_queue_name(self.dead_letter_prefix + "q"):
+            raise ValueError("dead_letter_prefix must be a non-empty queue name prefix")
         if self.last_value_key == "":
             raise ValueError("last_value_key must be a header name")
 
@@ -134,6 +136,10 @@ class AddressPolicy:
         else:
             target = self.dead_letter_queue
         return None if target == queue else target
+
+
+def _is_queue_name(name: str) -> bool:
+    return is_valid_pattern(name) and not is_wildcard(name)
 
 
 DEFAULT_POLICY = AddressPolicy()
