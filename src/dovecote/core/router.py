@@ -45,6 +45,7 @@ from dovecote.core.policy import (
 )
 from dovecote.core.ports import Clock, Store
 from dovecote.core.queue import Consumer, Queue
+from dovecote.core.queue_policy import QueuePolicy
 from dovecote.core.timers import TimerHandle, Timers
 
 DEFAULT_EXPIRY_CHECK_MS = 1000
@@ -69,7 +70,7 @@ class Router:
         self.policies = policies or PolicyMap()
         self.timers = Timers(clock)
         self.expiry_check_ms = max(1, expiry_check_ms)
-        self._reaping: set[Queue] = set()  # queues holding messages that can expire
+        self._reaping: set[QueuePolicy] = set()  # queues holding messages that can expire
         self._reaper: TimerHandle | None = None
         self._atomic_depth = 0
         self._queues: dict[str, Queue] = {}  # anycast queues and temporary queues
@@ -250,7 +251,7 @@ class Router:
 
     # --- dead letters and expiry --------------------------------------------------------------
 
-    def _dead_letter(self, queue: Queue, entry: QueueEntry, reason: str) -> None:
+    def _dead_letter(self, queue: QueuePolicy, entry: QueueEntry, reason: str) -> None:
         """Move ``entry`` (out of ``queue``'s ready and in-flight sets) to its dead-letter queue,
         atomically in the store: the copy is recorded there and the original acknowledged in
         one group, so a crash leaves exactly one of them."""
@@ -293,7 +294,7 @@ class Router:
         finally:
             self.end_atomic()
 
-    def _watch_expiry(self, queue: Queue) -> None:
+    def _watch_expiry(self, queue: QueuePolicy) -> None:
         self._reaping.add(queue)
         if self._reaper is None:
             self._reaper = self.timers.call_later(self.expiry_check_ms, self._reap)
@@ -406,7 +407,7 @@ class Router:
         yield from self._durable_subscriptions.values()
 
 
-def _full(queue: Queue) -> ResourceLimitExceeded:
+def _full(queue: QueuePolicy) -> ResourceLimitExceeded:
     limit = queue.policy.max_messages if queue.policy is not None else 0
     return ResourceLimitExceeded(
         f"queue {queue.name[:200]!r} is full ({limit} messages waiting; overflow policy reject-new)"
