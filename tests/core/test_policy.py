@@ -564,3 +564,55 @@ def test_a_commit_into_a_full_queue_is_refused_whole() -> None:
         tx.commit(h.router)
     assert h.router.queue("other") is None
     assert h.store.calls == []
+
+
+def test_drop_oldest_may_drop_a_message_held_for_redelivery() -> None:
+    h = Harness(("orders", AddressPolicy(max_messages=2, overflow=Overflow.DROP_OLDEST)))
+    consumer = h.consumer(prefetch=1)
+    h.send("m1")
+    h.send("m2")
+    nack_first(consumer)  # m1 held for 1 s, m2 delivered
+    h.send("m3")
+    h.send("m4")  # waiting: m1 (held), m3, m4 -> m1 is the oldest
+    queue = consumer.queue
+    assert queue is not None
+    assert queue.held_count == 0
+    assert queue.dropped == 1
+    h.advance(1000)  # m1's timer finds it gone
+    queue.ack(consumer, 2)
+    assert [g[1] for g in h.sink.got] == ["m1", "m2", "m3"]
+
+
+class PagingStore(RecordingStore):
+    def __init__(self, body: bytes | None) -> None:
+        super().__init__()
+        self.body = body
+
+    def load_body(self, queue: str, seq: int) -> bytes:
+        if self.body is None:
+            from dovecote.core.errors import StoreUnavailable
+
+            raise StoreUnavailable("disk gone")
+        return self.body
+
+
+@pytest.mark.parametrize("readable", [True, False])
+def test_paged_out_expired_message_is_dead_lettered_with_its_body(readable: bool) -> None:
+    h = Harness()
+    h.store = PagingStore(b"the body" if readable else None)
+    h.router = Router(h.store, h.clock)
+    h.send("m1", expires=T0 + 10, persistent=True)
+    queue = h.router.queue("orders")
+    assert queue is not None
+    entry = next(e for level in queue._ready for e in level)
+    entry.message = _replace(entry.message, body=b"")  # as page_out leaves it
+    entry.paged = True
+    h.advance(1000)
+    assert queue.depth == 0
+    dlq = h.router.queue("ActiveMQ.DLQ")
+    if readable:
+        assert dlq is not None
+        assert [m.body for m in dlq.browse()] == [b"the body"]
+    else:
+        assert dlq is None  # it cannot be read back: dropped rather than stall the reaper
+        assert queue.dropped == 1

@@ -191,8 +191,15 @@ class QueuePolicy:
             # commit or a dead letter, is kept.)
             while self._ready_count + len(self._held) > limit:
                 oldest = self._oldest_ready()
-                if oldest is None:
-                    break  # only held messages are left: they are not dropped
+                held = self._held
+                if held:
+                    first_held = held[min(held)]  # (few: those NACKed in the last seconds)
+                    if oldest is None or first_held.seq < oldest.seq:
+                        del held[first_held.seq]  # its timer finds it gone
+                        self.dropped += 1
+                        self._settle(first_held)
+                        continue
+                assert oldest is not None  # the entry just added is ready
                 self._remove_ready(oldest)
                 self.dropped += 1
                 self._settle(oldest)
