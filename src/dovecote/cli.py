@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import signal
@@ -38,9 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run a broker in the foreground")
     run.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML config file: broker settings and per-address policies "
+        "(docs/configuration.md); flags given here override it",
+    )
+    run.add_argument(
         "--data-dir",
         type=Path,
-        default=Path("data"),
         help="where the broker keeps its state (default: ./data)",
     )
     run.add_argument(
@@ -52,19 +59,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--store",
         choices=("journal", "memory"),
-        default="journal",
         help="journal: durable, in DATA_DIR (default); memory: nothing kept",
     )
     run.add_argument(
         "--sync",
         choices=[p.value for p in SyncPolicy],
-        default="always",
         help="journal fsync policy (default: always; see docs/journal-format.md)",
     )
     run.add_argument(
         "--memory-limit",
         type=int,
-        default=DEFAULT_MEMORY_LIMIT // 2**20,
         metavar="MIB",
         help="queued message data before producers are paused "
         f"(default: {DEFAULT_MEMORY_LIMIT // 2**20} MiB)",
@@ -99,13 +103,7 @@ def _run(ns: argparse.Namespace) -> int:
         level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        config = BrokerConfig(
-            listen=tuple(ns.listen or (DEFAULT_LISTEN,)),
-            data_dir=ns.data_dir,
-            store=ns.store,
-            journal=JournalConfig(sync=SyncPolicy(ns.sync)),
-            memory_limit=ns.memory_limit * 2**20,
-        )
+        config = run_config(ns)
         config.listen_addresses()
     except ValueError as exc:
         print(f"dovecote: {exc}", file=sys.stderr)
@@ -123,6 +121,31 @@ def _run(ns: argparse.Namespace) -> int:
         print(f"dovecote: cannot start: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def run_config(ns: argparse.Namespace) -> BrokerConfig:
+    """The config file's settings (or the defaults), overridden by the flags given.
+
+    Raises ValueError (ConfigError for the file) with a one-line message."""
+    from dovecote.config_file import load_config
+
+    base = load_config(ns.config) if ns.config is not None else BrokerConfig()
+    changes: dict[str, object] = {}
+    if ns.listen:
+        changes["listen"] = tuple(ns.listen)
+    if ns.data_dir is not None:
+        changes["data_dir"] = ns.data_dir
+    elif base.data_dir is None:
+        changes["data_dir"] = Path("data")
+    if ns.store is not None:
+        changes["store"] = ns.store
+    if ns.sync is not None:
+        changes["journal"] = JournalConfig(sync=SyncPolicy(ns.sync))
+    if ns.memory_limit is not None:
+        if ns.memory_limit < 1:
+            raise ValueError("--memory-limit must be 1 MiB or more")
+        changes["memory_limit"] = ns.memory_limit * 2**20
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
 def tune_garbage_collector() -> None:

@@ -1,4 +1,5 @@
-"""Broker configuration: one validated dataclass, built from the CLI or by embedding code."""
+"""Broker configuration: one validated dataclass, built from the CLI, a config file
+(:mod:`dovecote.config_file`) or by embedding code."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dovecote.core.limits import DEFAULT_MEMORY_LIMIT
+from dovecote.core.policy import PolicyMap
+from dovecote.core.router import DEFAULT_EXPIRY_CHECK_MS
 from dovecote.protocols.stomp import FrameLimits
 from dovecote.store.journal import JournalConfig
 from dovecote.transport.connection import ConnectionLimits
@@ -32,6 +35,11 @@ class BrokerConfig:
     max_subscriptions_per_connection: int = 1000
     max_transactions_per_connection: int = 100
     shutdown_timeout: float = 5.0
+    # Per-address policies (redelivery, dead letters, expiry, bounds, last value): see
+    # dovecote.core.policy and docs/configuration.md; usually loaded by config_file.load_config.
+    policies: PolicyMap = field(default_factory=PolicyMap)
+    # How often the reaper looks for expired messages in queues (only while some can expire).
+    expiry_check_ms: int = DEFAULT_EXPIRY_CHECK_MS
 
     @property
     def uses_journal(self) -> bool:

@@ -5,6 +5,11 @@
     async with dovecote.Broker(listen=["stomp://127.0.0.1:0"]) as broker:
         print(broker.url)          # stomp://127.0.0.1:<free port>
 
+``config`` may also be the path of a TOML config file (see docs/configuration.md).
+
+The core's timers (delayed redeliveries, the expiry reaper) run on the event loop through
+:class:`LoopWakeup`, one loop timer for the earliest deadline.
+
 Shutdown order: stop accepting, close connections with a deadline, then close the store.
 """
 
@@ -22,10 +27,12 @@ from typing import Any
 
 from dovecote.adapters.stomp import MessageEncoder, StompSession
 from dovecote.config import BrokerConfig
+from dovecote.config_file import load_config
 from dovecote.core.limits import MemoryBudget
 from dovecote.core.message import QueueEntry
 from dovecote.core.ports import Store
 from dovecote.core.router import Router
+from dovecote.core.timers import Timers
 from dovecote.store.journal import Journal
 from dovecote.store.memory import MemoryStore
 from dovecote.store.record import QueueKind
@@ -43,18 +50,55 @@ class SystemClock:
         return time.time_ns() // 1_000_000
 
 
+class LoopWakeup:
+    """The core's Wakeup port on an asyncio loop: one loop timer, for the earliest deadline."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timers: Timers, clock: SystemClock):
+        self._loop = loop
+        self._timers = timers
+        self._clock = clock
+        self._handle: asyncio.TimerHandle | None = None
+        self._due: int | None = None
+
+    def wake_at(self, due_ms: int) -> None:
+        if self._due is not None and self._due <= due_ms:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._due = due_ms
+        delay = max(0.0, (due_ms - self._clock.now_ms()) / 1000)
+        self._handle = self._loop.call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = self._due = None
+        try:
+            self._timers.run_due()
+        finally:
+            due = self._timers.next_due()
+            if due is not None:
+                self.wake_at(due)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._due = None
+
+
 class Broker:
     """A running Dovecote broker inside the current asyncio event loop."""
 
     def __init__(
         self,
-        config: BrokerConfig | None = None,
+        config: BrokerConfig | str | os.PathLike[str] | None = None,
         *,
         listen: Iterable[str] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         **overrides: Any,
     ) -> None:
-        config = config or BrokerConfig()
+        if config is None:
+            config = BrokerConfig()
+        elif not isinstance(config, BrokerConfig):
+            config = load_config(config)  # raises ConfigError (a ValueError)
         changes: dict[str, Any] = dict(overrides)
         if listen is not None:
             changes["listen"] = tuple(listen)
@@ -74,12 +118,16 @@ class Broker:
             self.store = self.journal
         else:
             self.store = MemoryStore()
+        self._clock = SystemClock()
         self.router = Router(
             self.store,
-            SystemClock(),
+            self._clock,
             node_id=f"{config.name}-{os.getpid()}",
             budget=MemoryBudget(config.memory_limit),
+            policies=config.policies,
+            expiry_check_ms=config.expiry_check_ms,
         )
+        self._wakeup: LoopWakeup | None = None
         self._encoder = MessageEncoder()
         self.listeners: list[Listener] = [
             Listener(
@@ -129,11 +177,12 @@ class Broker:
         raise_open_file_limit()
         if self.config.data_dir is not None:
             self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        self._wakeup = LoopWakeup(loop, self.router.timers, self._clock)
+        self.router.timers.set_wakeup(self._wakeup)
         if self.journal is not None:
             began = time.monotonic()
-            state = self.journal.open(
-                asyncio.get_running_loop(), body_budget=self.router.budget.page_at
-            )
+            state = self.journal.open(loop, body_budget=self.router.budget.page_at)
             restore(self.router, state)
             log.info(
                 "journal recovered in %.2f s: %d queues, %d messages, %d records in %d segments",
@@ -163,6 +212,9 @@ class Broker:
             listener.stop_accepting()
         for listener in self.listeners:
             await listener.close(timeout=self.config.shutdown_timeout)
+        self.router.timers.set_wakeup(None)
+        if self._wakeup is not None:
+            self._wakeup.close()
         if self.journal is not None:
             await self.journal.close()
         log.info("broker %s stopped", self.config.name)

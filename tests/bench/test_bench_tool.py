@@ -298,3 +298,20 @@ def test_a_process_is_steady_when_threads_and_rss_stop_moving() -> None:
     assert is_steady([base, ProcessStatus(100_400, 40), ProcessStatus(99_600, 40)])
     assert not is_steady([base, ProcessStatus(100_600, 40)])
     assert not is_steady([base, ProcessStatus(100_000, 41)])
+
+
+def test_nack_every_nacks_a_first_delivery_once_and_counts_the_redelivery() -> None:
+    receiver = Receiver(producers=1, per_producer=4, ack_mode="client-individual", nack_every=2)
+    stream = b"".join(message(0, seq, ack=f"a{seq}") for seq in range(4))
+    assert receiver.feed(stream, 0) == (
+        b"NACK\nid:a0\n\n\0ACK\nid:a1\n\n\0NACK\nid:a2\n\n\0ACK\nid:a3\n\n\0"
+    )
+    assert receiver.unique == 2
+    again = receiver.feed(message(0, 2, ack="b2") + message(0, 0, ack="b0"), 0)
+    assert again == b"ACK\nid:b2\n\n\0ACK\nid:b0\n\n\0"
+    assert list(receiver.counts) == [1, 1, 1, 1]
+
+
+def test_nack_every_needs_client_individual_acks() -> None:
+    with pytest.raises(ValueError, match="client-individual"):
+        Receiver(1, 1, ack_mode="client", nack_every=2)

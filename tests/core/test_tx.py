@@ -69,7 +69,8 @@ class Harness:
     def __init__(self) -> None:
         self.store = RecordingStore()
         self.sink = RecordingSink()
-        self.router = Router(self.store, FakeClock())
+        self.clock = FakeClock()
+        self.router = Router(self.store, self.clock)
         self.tx = Transaction("tx-1")
 
     def consumer(self, key: str, ack_mode: str, queue: str = "orders") -> Consumer:
@@ -176,6 +177,9 @@ def test_nack_is_applied_at_commit(h: Harness) -> None:
     h.tx.add_ack(consumer, 1, ack=False)
     assert h.sink.deliveries == [("A", "m1", 1), ("A", "m2", 1)]
     h.tx.commit(h.router)
+    assert h.sink.deliveries == [("A", "m1", 1), ("A", "m2", 1)]  # held for its delay (1 s)
+    h.clock.now += 1000
+    h.router.timers.run_due()
     assert h.sink.deliveries == [("A", "m1", 1), ("A", "m2", 1), ("A", "m1", 2)]
     assert list(consumer.in_flight) == [2, 1]
 

@@ -54,8 +54,8 @@ class BrokerProcess:
             self.proc.stdout.close()
 
 
-def launch_broker(data_dir: Path, log: Path) -> BrokerProcess:
-    """Start ``python -m dovecote run`` on a free port and wait for its listening line."""
+def launch_broker(data_dir: Path, log: Path, *args: str) -> BrokerProcess:
+    """Start ``python -m dovecote run [args]`` on a free port and wait for its listening line."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log.open("wb") as log_file:
         proc = subprocess.Popen(
@@ -68,6 +68,7 @@ def launch_broker(data_dir: Path, log: Path) -> BrokerProcess:
                 "stomp://127.0.0.1:0",
                 "--data-dir",
                 str(data_dir),
+                *args,
             ],
             stdout=subprocess.PIPE,
             stderr=log_file,

@@ -18,7 +18,10 @@ SUBSCRIBE takes ``ack`` (auto, client, client-individual), ``activemq.prefetchSi
 topic, ``activemq.subscriptionName`` (or ``durable-subscription-name``) with the CONNECT
 ``client-id`` for a durable subscription. MESSAGE frames carry ``message-id``,
 ``destination``, ``subscription``, ``ack`` (1.2, unless auto), ``redelivered``,
-``persistent``, ``priority``, ``expires``, ``timestamp`` and the sender's headers.
+``persistent``, ``priority``, ``expires``, ``timestamp`` and the sender's headers; a redelivery
+also carries ``JMSXDeliveryCount``, a dead letter ``original-destination``,
+``dlqDeliveryFailureCause`` and ``JMSXDeliveryCount`` (docs/stomp.md). A SEND to a full
+``reject-new`` queue gets an ERROR (with the ``receipt-id`` if it asked for a receipt).
 
 Any error is answered with an ERROR frame whose ``message`` header says what went wrong
 (never Python's exception text), and the connection is closed, as STOMP 1.2 "ERROR" requires.
@@ -35,6 +38,7 @@ from dovecote.adapters.stomp_mapping import (
     CoreDestination,
     destination_from_core,
     destination_to_core,
+    properties_from_core,
     reply_to_from_client,
 )
 from dovecote.core.errors import CoreError, ErrorCode, InvalidRequest, NotFound
@@ -173,7 +177,7 @@ class MessageEncoder:
         ]
         if message.persistent:
             lines.append("persistent:true\n")
-        for name, value in message.properties.items():
+        for name, value in properties_from_core(message.properties).items():
             lines.append(f"{escape(name, version)}:{escape(value, version)}\n")
         lines.append(f"content-length:{len(message.body)}\n\n")
         tail = b"".join(("".join(lines).encode(), message.body, b"\0"))
@@ -295,7 +299,7 @@ class StompSession:
         if not consumer.auto_ack and version == "1.2":
             head += b"ack:%d-%d\n" % (sub.number, entry.seq)
         if entry.delivery_count > 1:
-            head += b"redelivered:true\n"
+            head += b"redelivered:true\nJMSXDeliveryCount:%d\n" % entry.delivery_count
         message = entry.message
         if message.address.startswith(TEMP_PREFIX):
             # Temp destinations read differently for their creator: no shared encoding.

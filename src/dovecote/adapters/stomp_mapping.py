@@ -14,14 +14,21 @@ STOMP destination              core                                       notes
 =============================  =========================================  =================
 
 Anything else is refused: ActiveMQ, too, needs a ``/queue/`` or ``/topic/`` prefix.
+
+Message properties: a dead letter's core ``originalDestination`` (``queue://orders``) is sent
+as ``original-destination:/queue/orders``, ActiveMQ's STOMP header.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dovecote.core.errors import InvalidRequest
 from dovecote.core.message import RoutingType
+from dovecote.core.policy import ORIGINAL_DESTINATION
+
+ORIGINAL_DESTINATION_HEADER = "original-destination"
 
 QUEUE = "/queue/"
 TOPIC = "/topic/"
@@ -93,3 +100,21 @@ def reply_to_from_client(value: str, connection_id: str) -> str:
         core = destination_to_core(value, connection_id)
         return destination_from_core(core.routing, core.address)
     return value
+
+
+def properties_from_core(properties: Mapping[str, str]) -> Mapping[str, str]:
+    """The headers a MESSAGE frame carries for core ``properties`` (see the module docstring).
+
+    Only a dead letter is rewritten; every other message's properties pass as they are.
+    """
+    original = properties.get(ORIGINAL_DESTINATION)
+    if original is None:
+        return properties
+    kind, sep, address = original.partition("://")
+    routing = {"queue": RoutingType.ANYCAST, "topic": RoutingType.MULTICAST}.get(kind)
+    headers = {k: v for k, v in properties.items() if k != ORIGINAL_DESTINATION}
+    if sep and routing is not None:
+        headers[ORIGINAL_DESTINATION_HEADER] = destination_from_core(routing, address)
+    else:
+        headers[ORIGINAL_DESTINATION_HEADER] = original
+    return headers

@@ -96,6 +96,11 @@ def ack_frame(ack_id: bytes) -> bytes:
     return b"ACK\nid:" + ack_id + b"\n\n\0"
 
 
+def nack_frame(ack_id: bytes) -> bytes:
+    """NACK for the ``ack`` header of a MESSAGE (the broker redelivers it)."""
+    return b"NACK\nid:" + ack_id + b"\n\n\0"
+
+
 class SendTemplate:
     """SEND frames to one destination with bodies of one size, header block encoded once."""
 

@@ -4,7 +4,9 @@
 frame reads only the fixed-width ids at the start of the body (``frames.BODY_HEAD``): no
 header dict, no decoded strings. It counts the message in its per-message counter array,
 optionally records latency samples, and returns the ACK frames to send back (for
-``client`` and ``client-individual`` subscriptions), batched into one bytes object.
+``client`` and ``client-individual`` subscriptions), batched into one bytes object. With
+``nack_every`` N (client-individual only), the first delivery of every message whose sequence
+is a multiple of N is NACKed instead, and not counted: only its redelivery counts.
 
 Invariants: ``unique`` equals the number of non-zero counters; a MESSAGE whose body does not
 carry an id of this run is counted in ``foreign`` and nowhere else; an ERROR frame raises
@@ -23,6 +25,7 @@ from .frames import (
     command_of,
     describe_error,
     header_value,
+    nack_frame,
     split_frames,
 )
 
@@ -41,6 +44,8 @@ class Receiver:
         "last_ns",
         "latency_ns",
         "messages",
+        "nack_every",
+        "nacked",
         "per_producer",
         "producers",
         "receipts",
@@ -50,12 +55,21 @@ class Receiver:
     )
 
     def __init__(
-        self, producers: int, per_producer: int, ack_mode: str = "auto", timed_from_seq: int = -1
+        self,
+        producers: int,
+        per_producer: int,
+        ack_mode: str = "auto",
+        timed_from_seq: int = -1,
+        nack_every: int = 0,
     ) -> None:
         """``timed_from_seq`` >= 0 records latencies of messages with that sequence or later."""
         check_id_space(producers, per_producer)
         if ack_mode not in ACK_MODES:
             raise ValueError(f"ack mode must be one of {ACK_MODES}, not {ack_mode!r}")
+        if nack_every and ack_mode != "client-individual":
+            raise ValueError("nack_every needs ack mode client-individual")
+        self.nack_every = nack_every
+        self.nacked: set[int] = set()  # messages NACKed once (their redelivery counts)
         self.producers = producers
         self.per_producer = per_producer
         self.ack_mode = ack_mode
@@ -105,6 +119,14 @@ class Receiver:
                 foreign += 1
                 continue
             index = producer * per + seq
+            nack_every = self.nack_every
+            if nack_every and seq % nack_every == 0 and index not in self.nacked:
+                self.nacked.add(index)
+                ack = header_value(buf, span, b"ack")
+                if ack is None:
+                    raise BrokerError("a MESSAGE on a client-ack subscription has no ack header")
+                acks.append(nack_frame(ack))
+                continue
             seen = counts[index]
             counts[index] = seen + 1
             if not seen:

@@ -65,6 +65,8 @@ class Load:
     start_producers: bool = True
     timeout: float = 30.0
     idle_timeout: float = 15.0
+    # > 0: consumers NACK the first delivery of every nack_every-th message (redelivery cost)
+    nack_every: int = 0
 
     @property
     def is_topic(self) -> bool:
@@ -194,6 +196,7 @@ def _consumer_spec(load: Load, index: int) -> ConsumerSpec:
         subscribe_headers=load.subscribe_headers,
         timeout=load.timeout,
         idle_timeout=load.idle_timeout,
+        nack_every=load.nack_every,
     )
 
 

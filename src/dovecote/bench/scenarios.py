@@ -8,6 +8,12 @@
 - ``idle``: ``connections`` idle STOMP connections; the broker's RSS and threads per
   connection (needs ``pid``, the broker's process id on this machine), each read once the
   broker's threads and RSS stopped changing (at most ``settle`` seconds).
+- ``acked``: as ``queue``, but the consumer acknowledges every message (client-individual):
+  the baseline for ``redelivery``.
+- ``redelivery``: as ``acked``, but the consumer NACKs the first delivery of every 10th
+  message, so 10% of the messages are redelivered once. Meant for a broker whose redelivery
+  delay is 0 (Dovecote: ``initial_redelivery_delay_ms = 0`` in its config file), to measure
+  the redelivery path itself rather than a delay.
 - ``persistent``: persistent queue, 1 producer waiting for a RECEIPT after every send.
 - ``persistent16``: persistent queue, 16 producers each waiting for a RECEIPT per send, 4
   consumers acknowledging client-individual, 40,000 x 1 KiB.
@@ -144,6 +150,25 @@ def queue(opts: Options) -> Result:
     """Non-persistent queue, 1 producer / 1 consumer, 100,000 x 256 B by default."""
     load = _load(opts, "queue", opts.messages or 100_000)
     return _throughput("queue", run_load(load))
+
+
+def acked(opts: Options) -> Result:
+    """``queue`` with a client-individual consumer that ACKs every message."""
+    load = replace(_load(opts, "queue", opts.messages or 100_000), ack="client-individual")
+    return _throughput("acked", run_load(load))
+
+
+REDELIVER_EVERY = 10
+
+
+def redelivery(opts: Options) -> Result:
+    """``acked``, but every 10th message is NACKed once and counted on its redelivery."""
+    load = replace(
+        _load(opts, "queue", opts.messages or 100_000),
+        ack="client-individual",
+        nack_every=REDELIVER_EVERY,
+    )
+    return _throughput("redelivery", run_load(load))
 
 
 def persistent(opts: Options) -> Result:
@@ -359,6 +384,8 @@ def drain(opts: Options) -> Result:
 
 SCENARIOS: dict[str, Callable[[Options], Result]] = {
     "queue": queue,
+    "acked": acked,
+    "redelivery": redelivery,
     "fanout": fanout,
     "latency": latency,
     "idle": idle,

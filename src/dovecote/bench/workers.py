@@ -73,6 +73,7 @@ class ConsumerSpec:
     subscribe_headers: tuple[tuple[str, str], ...] = ()
     timeout: float = 30.0
     idle_timeout: float = 15.0
+    nack_every: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +239,9 @@ def _consume(
         )
     )
     session.expect(b"RECEIPT", receipt, spec.timeout)
-    receiver = Receiver(spec.producers, spec.per_producer, spec.ack, spec.timed_from_seq)
+    receiver = Receiver(
+        spec.producers, spec.per_producer, spec.ack, spec.timed_from_seq, spec.nack_every
+    )
     clock = time.perf_counter_ns
     receiver.feed(bytes(session.buf), clock())
     out.send(Ready())

@@ -5,6 +5,8 @@
   durability through :meth:`Store.call_when_durable`.
 - :class:`Clock` gives wall-clock milliseconds (timestamps, expiry).
 - :class:`DeliverySink` is how a queue hands a message to a consumer's connection.
+- :class:`Wakeup` is how the core's timers (:mod:`dovecote.core.timers`) get called back: the
+  server implements it on the event loop, tests drive the timers by hand.
 """
 
 from __future__ import annotations
@@ -20,6 +22,15 @@ if TYPE_CHECKING:
 class Clock(Protocol):
     def now_ms(self) -> int:
         """Milliseconds since the epoch."""
+        ...
+
+
+class Wakeup(Protocol):
+    def wake_at(self, due_ms: int) -> None:
+        """Call ``Timers.run_due`` once the clock reaches ``due_ms`` (epoch milliseconds).
+
+        Each call names the earliest pending deadline; an earlier one supersedes a later one.
+        """
         ...
 
 

@@ -10,7 +10,14 @@ Invariants:
 - Consumers are served round robin, each dispatch starting after the last one served.
 - A message that goes back to the queue (nack, consumer gone) goes to the front of its priority
   level, in its original order, and is marked redelivered on its next delivery.
-- Expired messages are never delivered: dispatch drops them (and tells the store).
+- Expired messages are never delivered: dispatch (and the reaper, for queues nobody consumes)
+  takes them out, to the dead-letter queue or nowhere, per policy.
+- With a policy (:mod:`dovecote.core.policy`; the router always gives one, a bare Queue has
+  none and redelivers at once, forever): a returned message past ``max_redeliveries`` is
+  dead-lettered; a NACKed one is *held* for its redelivery delay, in neither ``ready`` nor any
+  ``in_flight`` (so it blocks nothing behind it), then goes back to the front of its level.
+- A message removed from the middle of ``ready`` (expired, replaced in a last-value queue,
+  dropped by overflow) stays in its deque as a tombstone (``entry.ready`` False) until popped.
 """
 
 from __future__ import annotations
@@ -23,9 +30,12 @@ from typing import TYPE_CHECKING
 from dovecote.core.errors import NotFound, StoreUnavailable
 from dovecote.core.limits import MemoryBudget
 from dovecote.core.message import MAX_PRIORITY, Message, QueueEntry
+from dovecote.core.policy import AddressPolicy
+from dovecote.core.queue_policy import DeadLetterHook, QueuePolicy
 
 if TYPE_CHECKING:
     from dovecote.core.ports import DeliverySink, Store
+    from dovecote.core.timers import Timers
 
 DEFAULT_PREFETCH = 1000
 _PAGE_SCAN_LIMIT = 10_000  # unwritten entries page_out may step over before giving up
@@ -87,8 +97,11 @@ class Consumer:
         return None
 
 
-class Queue:
-    """Messages for competing consumers: an anycast queue or one topic subscription."""
+class Queue(QueuePolicy):
+    """Messages for competing consumers: an anycast queue or one topic subscription.
+
+    The policy half (holds, dead letters, expiry, bounds, last values) is
+    :class:`~dovecote.core.queue_policy.QueuePolicy`."""
 
     def __init__(
         self,
@@ -101,6 +114,10 @@ class Queue:
         budget: MemoryBudget,
         filter_: str | None = None,
         temporary_owner: object | None = None,
+        policy: AddressPolicy | None = None,
+        timers: Timers | None = None,
+        dead_letter: DeadLetterHook | None = None,
+        on_expiring: Callable[[QueuePolicy], None] | None = None,
     ) -> None:
         self.name = name
         self.address = address
@@ -122,6 +139,7 @@ class Queue:
         self.enqueued = 0
         self.dequeued = 0
         self.expired = 0
+        self._init_policy(policy, timers, dead_letter, on_expiring)
 
     def __repr__(self) -> str:
         return f"<Queue {self.name} ready={self._ready_count} consumers={len(self._consumers)}>"
@@ -138,8 +156,8 @@ class Queue:
 
     @property
     def depth(self) -> int:
-        """Messages held: ready plus delivered but not yet acknowledged."""
-        return self._ready_count + self.in_flight_count
+        """Messages held: ready, waiting to be redelivered, or delivered but not acknowledged."""
+        return self._ready_count + len(self._held) + self.in_flight_count
 
     @property
     def consumers(self) -> tuple[Consumer, ...]:
@@ -153,7 +171,8 @@ class Queue:
         """Ready messages in dispatch order (highest priority first, FIFO within one)."""
         for level in reversed(self._ready):
             for entry in level:
-                yield entry.message
+                if entry.ready:
+                    yield entry.message
 
     # --- producing ----------------------------------------------------------------------------
 
@@ -174,6 +193,8 @@ class Queue:
         self._budget.charge(len(message.body))
         self._ready[message.priority].append(entry)
         self._ready_count += 1
+        if self._checks_adds or (message.expires and self.policy is not None):
+            self._apply_policy_on_add(entry)
         if self._consumers:
             self.dispatch()
         self._adds_since_page += 1
@@ -193,6 +214,11 @@ class Queue:
         self._ready[entry.message.priority].append(entry)
         self._ready_count += 1
         self._next_seq = max(self._next_seq, entry.seq + 1)
+        if entry.message.expires:
+            self._watch_expiry(entry)
+        key = self.policy.last_value_key if self.policy is not None else None
+        if key is not None and key in entry.message.properties:
+            self._last_values[entry.message.properties[key]] = entry
 
     # --- consumers ----------------------------------------------------------------------------
 
@@ -208,7 +234,7 @@ class Queue:
         consumer.queue = None
         entries = list(consumer.in_flight.values())
         consumer.in_flight.clear()
-        self._requeue(entries)
+        self._return(entries, nacked=False)
         self.dispatch()
 
     def resume(self, consumer: Consumer) -> None:
@@ -247,21 +273,30 @@ class Queue:
                     break
         else:
             returned = [seq]
-        self._requeue([consumer.in_flight.pop(s) for s in returned])
+        self._return([consumer.in_flight.pop(s) for s in returned], nacked=True)
         self.dispatch()
         return len(returned)
 
     def purge(self) -> int:
-        """Drop every ready message (in-flight ones stay with their consumers)."""
+        """Drop every waiting message (in-flight ones stay with their consumers)."""
         count = 0
         for level in self._ready:
             while level:
                 entry = level.popleft()
+                if not entry.ready:
+                    continue  # a tombstone: already settled
                 entry.ready = False
                 self._settle(entry)
                 count += 1
+        held, self._held = self._held, {}
+        for entry in held.values():
+            self._settle(entry)
+            count += 1
         self._pageable.clear()
+        self._expiring.clear()
+        self._last_values.clear()
         self._ready_count = 0
+        self._tombstones = 0
         return count
 
     # --- dispatch -----------------------------------------------------------------------------
@@ -304,14 +339,16 @@ class Queue:
         for level in reversed(self._ready):
             while level:
                 entry = level.popleft()
+                if not entry.ready:
+                    self._tombstones -= 1  # removed in place earlier
+                    continue
                 self._ready_count -= 1
                 entry.ready = False
                 expires = entry.message.expires
                 if expires:
                     now = now or self._now_ms()
                     if now >= expires:
-                        self.expired += 1
-                        self._settle(entry)
+                        self._expire(entry)
                         continue
                 if entry.paged:
                     try:
@@ -358,6 +395,8 @@ class Queue:
             entry.ready = True
             self._ready[entry.message.priority].appendleft(entry)
             self._ready_count += 1
+            if entry.message.expires and self.policy is not None:
+                self._watch_expiry(entry)  # the reaper dropped it while it was away
 
     def _settle(self, entry: QueueEntry) -> None:
         self.dequeued += 1

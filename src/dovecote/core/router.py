@@ -10,19 +10,45 @@ Names (protocol-neutral, ActiveMQ style):
 
 Sending to a topic nobody subscribes to drops the message, as topics do. Routing a topic
 address walks the trie once and caches the answer until subscriptions change.
+
+Policies (:mod:`dovecote.core.policy`): each queue gets the policy of its address when it is
+created. The router applies a policy's default TTL and refuses a send to a full
+``reject-new`` queue (before anything is routed: a topic send is refused whole), moves dead
+letters to their dead-letter queue (message added there and removed from its queue in one
+atomic store group), and runs the expiry reaper on :attr:`Router.timers` every
+``expiry_check_ms`` while some queue holds a message that can expire.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
-from dovecote.core.errors import Conflict, InvalidRequest, NotFound, StoreUnavailable
+from dovecote.core.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    ResourceLimitExceeded,
+    StoreUnavailable,
+)
 from dovecote.core.limits import MemoryBudget
 from dovecote.core.matching import TopicTrie, is_valid_pattern, is_wildcard
-from dovecote.core.message import Message, RoutingType
+from dovecote.core.message import Message, QueueEntry, RoutingType
+from dovecote.core.policy import (
+    DEFAULT_POLICY,
+    DELIVERY_COUNT,
+    FAILURE_CAUSE,
+    ORIGINAL_DESTINATION,
+    ORIGINAL_EXPIRATION,
+    PolicyMap,
+)
 from dovecote.core.ports import Clock, Store
 from dovecote.core.queue import Consumer, Queue
+from dovecote.core.queue_policy import QueuePolicy
+from dovecote.core.timers import TimerHandle, Timers
+
+DEFAULT_EXPIRY_CHECK_MS = 1000
 
 _TOPIC_CACHE_LIMIT = 10_000
 
@@ -35,10 +61,18 @@ class Router:
         *,
         node_id: str = "dovecote",
         budget: MemoryBudget | None = None,
+        policies: PolicyMap | None = None,
+        expiry_check_ms: int = DEFAULT_EXPIRY_CHECK_MS,
     ) -> None:
         self.store = store
         self.clock = clock
         self.budget = budget or MemoryBudget()
+        self.policies = policies or PolicyMap()
+        self.timers = Timers(clock)
+        self.expiry_check_ms = max(1, expiry_check_ms)
+        self._reaping: set[QueuePolicy] = set()  # queues holding messages that can expire
+        self._reaper: TimerHandle | None = None
+        self._atomic_depth = 0
         self._queues: dict[str, Queue] = {}  # anycast queues and temporary queues
         self._durable_subscriptions: dict[str, Queue] = {}
         self._subscriptions: TopicTrie[Queue] = TopicTrie()
@@ -56,19 +90,34 @@ class Router:
     def now_ms(self) -> int:
         return self.clock.now_ms()
 
-    def send(self, message: Message) -> int:
+    def send(self, message: Message, *, bounded: bool = True) -> int:
         """Route ``message`` to its queue(s); returns how many queues took it.
 
-        Raises StoreUnavailable for a persistent message while the store cannot write.
+        Raises StoreUnavailable for a persistent message while the store cannot write, and
+        ResourceLimitExceeded when a queue it goes to is full with overflow ``reject-new``
+        (unless ``bounded`` is False: a committing transaction was checked beforehand).
         """
         if message.persistent and not self.store.is_available():
             self.check_routable(message)  # raises StoreUnavailable
         if message.routing is RoutingType.ANYCAST:
-            self.get_or_create_queue(message.address).add(message)
+            queue = self.get_or_create_queue(message.address)
+            if bounded and queue.bounded and queue.is_rejecting():
+                raise _full(queue)
+            policy = queue.policy
+            if policy is not None and policy.default_ttl_ms and not message.expires:
+                message = _with_ttl(message, policy.default_ttl_ms, self.clock.now_ms())
+            queue.add(message)
             return 1
         queues = self._topic_cache.get(message.address)
         if queues is None:
             queues = self._match_topic(message.address)
+        if bounded:
+            for queue in queues:
+                if queue.bounded and queue.is_rejecting():
+                    raise _full(queue)
+        ttl = self.policies.policy_for(message.address).default_ttl_ms
+        if ttl and not message.expires and queues:
+            message = _with_ttl(message, ttl, self.clock.now_ms())
         for queue in queues:
             queue.add(message)
         return len(queues)
@@ -82,6 +131,26 @@ class Router:
             )
         if not message.address or is_wildcard(message.address):
             raise InvalidRequest(f"cannot send to a wildcard address {message.address!r}")
+        if message.routing is RoutingType.ANYCAST:
+            queue = self._queues.get(message.address)
+            queues: tuple[Queue, ...] = () if queue is None else (queue,)
+        else:
+            cached = self._topic_cache.get(message.address)
+            queues = self._match_topic(message.address) if cached is None else cached
+        for queue in queues:
+            if queue.bounded and queue.is_rejecting():
+                raise _full(queue)
+
+    def begin_atomic(self) -> None:
+        """Start an atomic store group (nested calls join the outer group)."""
+        self._atomic_depth += 1
+        if self._atomic_depth == 1:
+            self.store.begin_atomic()
+
+    def end_atomic(self) -> None:
+        self._atomic_depth -= 1
+        if self._atomic_depth == 0:
+            self.store.end_atomic()
 
     def relieve_memory(self) -> None:
         """Page out queues (bodies already in the store) while over the paging level."""
@@ -174,7 +243,72 @@ class Router:
             budget=self.budget,
             filter_=filter_,
             temporary_owner=temporary_owner,
+            policy=self.policies.policy_for(address),
+            timers=self.timers,
+            dead_letter=self._dead_letter,
+            on_expiring=self._watch_expiry,
         )
+
+    # --- dead letters and expiry --------------------------------------------------------------
+
+    def _dead_letter(self, queue: QueuePolicy, entry: QueueEntry, reason: str) -> None:
+        """Move ``entry`` (out of ``queue``'s ready and in-flight sets) to its dead-letter queue,
+        atomically in the store: the copy is recorded there and the original acknowledged in
+        one group, so a crash leaves exactly one of them."""
+        policy = queue.policy or DEFAULT_POLICY
+        subscription = queue.filter is not None and not queue.durable
+        target = policy.dead_letter_target(queue.name, subscription=subscription)
+        message = entry.message
+        if target is None:
+            queue.dropped += 1
+            queue.discard(entry)
+            return
+        if entry.paged:
+            try:
+                message = replace(message, body=self.store.load_body(queue.name, entry.seq))
+            except StoreUnavailable:
+                # Only an expired message can be paged out here: drop it rather than stall.
+                queue.dropped += 1
+                queue.discard(entry)
+                return
+        properties = dict(message.properties)
+        kind = "queue" if message.routing is RoutingType.ANYCAST else "topic"
+        properties.setdefault(ORIGINAL_DESTINATION, f"{kind}://{message.address}")
+        properties[FAILURE_CAUSE] = reason
+        properties[DELIVERY_COUNT] = str(entry.delivery_count)
+        if message.expires:
+            properties[ORIGINAL_EXPIRATION] = str(message.expires)
+        dead = replace(
+            message,
+            address=target,
+            routing=RoutingType.ANYCAST,
+            properties=properties,
+            expires=0,  # as ActiveMQ: it must not expire again in the dead-letter queue
+        )
+        dlq = self.get_or_create_queue(target)
+        queue.dead_lettered += 1
+        self.begin_atomic()
+        try:
+            dlq.add(dead)
+            queue.discard(entry)
+        finally:
+            self.end_atomic()
+
+    def _watch_expiry(self, queue: QueuePolicy) -> None:
+        self._reaping.add(queue)
+        if self._reaper is None:
+            self._reaper = self.timers.call_later(self.expiry_check_ms, self._reap)
+
+    def _reap(self) -> None:
+        """The periodic reaper: expire what is due in every queue that holds expiring messages
+        (idle ones included). Each queue keeps a heap by expiry time: no queue is scanned."""
+        self._reaper = None
+        for queue in list(self._reaping):
+            queue.reap()
+            if not queue.has_expiring():
+                self._reaping.discard(queue)
+        if self._reaping:
+            self._reaper = self.timers.call_later(self.expiry_check_ms, self._reap)
 
     def _close_queue(self, queue: Queue) -> None:
         for consumer in queue.consumers:
@@ -271,3 +405,14 @@ class Router:
 
     def durable_subscriptions(self) -> Iterator[Queue]:
         yield from self._durable_subscriptions.values()
+
+
+def _full(queue: QueuePolicy) -> ResourceLimitExceeded:
+    limit = queue.policy.max_messages if queue.policy is not None else 0
+    return ResourceLimitExceeded(
+        f"queue {queue.name[:200]!r} is full ({limit} messages waiting; overflow policy reject-new)"
+    )
+
+
+def _with_ttl(message: Message, ttl_ms: int, now_ms: int) -> Message:
+    return replace(message, expires=(message.timestamp or now_ms) + ttl_ms)

@@ -41,17 +41,17 @@ class Transaction:
         """Apply every held operation, in order; durable ones survive a crash all or none."""
         for message in self.sends:  # all or nothing: refuse before applying anything
             router.check_routable(message)
-        router.store.begin_atomic()
+        router.begin_atomic()
         try:
             self._apply(router)
         finally:
-            router.store.end_atomic()
+            router.end_atomic()
         self.sends.clear()
         self.acks.clear()
 
     def _apply(self, router: Router) -> None:
         for message in self.sends:
-            router.send(message)
+            router.send(message, bounded=False)  # checked above: a commit is all or nothing
         for consumer, seq, ack in self.acks:
             queue = consumer.queue
             if queue is None or seq not in consumer.in_flight:
