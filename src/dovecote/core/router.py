@@ -10,6 +10,13 @@ Names (protocol-neutral, ActiveMQ style):
 
 Sending to a topic nobody subscribes to drops the message, as topics do. Routing a topic
 address walks the trie once and caches the answer until subscriptions change.
+
+A topic subscription's selector belongs to its queue: a message it does not match is not
+enqueued. A durable subscription keeps its selector while the broker runs; the store does not
+record it, so a durable subscription restored at start-up has an unknown selector until its
+consumer subscribes again: it then adopts that consumer's selector and drops the messages,
+enqueued meanwhile, that the selector does not match. Subscribing again with a different
+selector (or topic) replaces the durable subscription, as in JMS.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from dovecote.core.matching import TopicTrie, is_valid_pattern, is_wildcard
 from dovecote.core.message import Message, RoutingType
 from dovecote.core.ports import Clock, Store
 from dovecote.core.queue import Consumer, Queue
+from dovecote.core.selector import Selector
 
 _TOPIC_CACHE_LIMIT = 10_000
 
@@ -45,6 +53,7 @@ class Router:
         self._topic_cache: dict[str, tuple[Queue, ...]] = {}
         self._owned: dict[object, set[str]] = {}
         self._client_ids: dict[str, object] = {}
+        self._selector_unknown: set[str] = set()  # restored durable subscriptions
         self._ids = itertools.count(1)
         self._id_prefix = f"ID:{node_id}-"
 
@@ -163,6 +172,7 @@ class Router:
         address: str,
         durable: bool,
         filter_: str | None = None,
+        selector: Selector | None = None,
         temporary_owner: object | None = None,
     ) -> Queue:
         return Queue(
@@ -173,6 +183,7 @@ class Router:
             now_ms=self.clock.now_ms,
             budget=self.budget,
             filter_=filter_,
+            selector=selector,
             temporary_owner=temporary_owner,
         )
 
@@ -192,44 +203,65 @@ class Router:
         return queue
 
     def subscribe_topic(
-        self, pattern: str, consumer: Consumer, *, durable_name: str | None = None
+        self,
+        pattern: str,
+        consumer: Consumer,
+        *,
+        durable_name: str | None = None,
     ) -> Queue:
-        """Attach ``consumer`` to a new subscription of ``pattern`` (or its durable one)."""
+        """Attach ``consumer`` to a new subscription of ``pattern`` (or its durable one).
+
+        The consumer's selector becomes the subscription's: it decides what is enqueued (the
+        consumer itself then filters nothing more).
+        """
         if not is_valid_pattern(pattern):
             raise InvalidRequest(f"invalid topic pattern {pattern!r}")
+        selector, consumer.selector = consumer.selector, None
         if durable_name is None:
             queue = self._new_queue(
                 f"subscription:{id(consumer):x}",
                 address=pattern,
                 durable=False,
                 filter_=pattern,
+                selector=selector,
                 temporary_owner=consumer,
             )
             self._bind(queue)
         else:
-            queue = self._durable_subscription(durable_name, pattern)
+            queue = self._durable_subscription(durable_name, pattern, selector)
             if queue.consumers:
+                consumer.selector = selector
                 raise Conflict(f"durable subscription {durable_name!r} already has a consumer")
         queue.add_consumer(consumer)
         return queue
 
-    def _durable_subscription(self, name: str, pattern: str) -> Queue:
+    def _durable_subscription(self, name: str, pattern: str, selector: Selector | None) -> Queue:
         queue = self._durable_subscriptions.get(name)
         if queue is not None and queue.filter == pattern:
-            return queue
+            if name in self._selector_unknown:
+                self._selector_unknown.discard(name)
+                queue.selector = selector
+                queue.drop_unselected()
+                return queue
+            if _selector_text(queue.selector) == _selector_text(selector):
+                return queue
         if queue is not None:
-            # Same name, new topic: the old subscription is replaced (as in JMS).
+            # Same name, new topic or selector: the old subscription is replaced (as in JMS).
             self.delete_durable_subscription(name)
-        queue = self._new_queue(name, address=pattern, durable=True, filter_=pattern)
+        queue = self._new_queue(
+            name, address=pattern, durable=True, filter_=pattern, selector=selector
+        )
         self._durable_subscriptions[name] = queue
         self.store.record_queue(name, pattern, pattern)
         self._bind(queue)
         return queue
 
     def restore_durable_subscription(self, name: str, pattern: str) -> Queue:
-        """Recreate a durable subscription found in the store (start-up; not re-recorded)."""
+        """Recreate a durable subscription found in the store (start-up; not re-recorded).
+        Its selector is unknown until its consumer subscribes again (see the module doc)."""
         queue = self._new_queue(name, address=pattern, durable=True, filter_=pattern)
         self._durable_subscriptions[name] = queue
+        self._selector_unknown.add(name)
         self._bind(queue)
         return queue
 
@@ -246,6 +278,7 @@ class Router:
         if queue.consumers:
             raise Conflict(f"durable subscription {name!r} has an active consumer")
         del self._durable_subscriptions[name]
+        self._selector_unknown.discard(name)
         self._unbind(queue)
         self._close_queue(queue)
 
@@ -271,3 +304,7 @@ class Router:
 
     def durable_subscriptions(self) -> Iterator[Queue]:
         yield from self._durable_subscriptions.values()
+
+
+def _selector_text(selector: Selector | None) -> str | None:
+    return None if selector is None else selector.text
