@@ -96,6 +96,7 @@ class Queue:
             OrderedDict() for _ in range(MAX_PRIORITY + 1)
         ]
         self._fresh_count = 0
+        self._top = 0  # no fresh entry is above this priority
         self._parked: dict[int, QueueEntry] = {}
         self._ready_count = 0  # fresh + parked
         self._pageable: deque[QueueEntry] = deque()  # persistent entries, oldest first
@@ -207,7 +208,10 @@ class Queue:
                 # (amortized), or the list would hold every message the queue ever had.
                 self._pageable = deque(e for e in pageable if e.ready and not e.paged)
         self._budget.charge(len(message.body))
-        self._ready[message.priority][seq] = entry
+        priority = message.priority
+        self._ready[priority][seq] = entry
+        if priority > self._top:
+            self._top = priority
         self._fresh_count += 1
         self._ready_count += 1
         if self._consumers:
@@ -246,6 +250,7 @@ class Queue:
         if not entry.paged:
             self._pageable.append(entry)
         self._ready[entry.message.priority][entry.seq] = entry
+        self._top = max(self._top, entry.message.priority)
         self._fresh_count += 1
         self._ready_count += 1
         self._next_seq = max(self._next_seq, entry.seq + 1)
@@ -361,29 +366,39 @@ class Queue:
         try:
             ready = self._ready
             while self._ready_count:
-                top = MAX_PRIORITY
                 if self._fresh_count:
+                    top = self._top
                     while not ready[top]:
                         top -= 1
+                    self._top = top
                 else:
                     top = -1
                 if self._parked and self._serve_parked(top):
                     continue
-                if top < 0 or not self._has_any_credit():
+                if top < 0:
                     return
-                _seq, entry = ready[top].popitem(last=False)
+                level = ready[top]
+                seq, entry = level.popitem(last=False)
                 self._fresh_count -= 1
-                if self._drop_if_expired(entry):
+                if entry.message.expires and self._drop_if_expired(entry):
                     continue
-                consumer = self._choose(entry)
+                properties = entry.message.properties
+                group = properties.get(GROUP_ID) if properties else None
+                consumer = self._choose(entry, group)
                 if consumer is None:
-                    continue  # parked
+                    if self._has_any_credit():
+                        self._park(entry, self._waiting_for(entry, group))
+                        continue
+                    # Nobody has credit: leave it (and the rest) unexamined.
+                    level[seq] = entry
+                    level.move_to_end(seq, last=False)
+                    self._fresh_count += 1
+                    return
                 try:
-                    self._deliver(entry, consumer)
+                    self._deliver(entry, consumer, group)
                 except _Stalled:
-                    level = ready[top]
-                    level[entry.seq] = entry
-                    level.move_to_end(entry.seq, last=False)
+                    level[seq] = entry
+                    level.move_to_end(seq, last=False)
                     self._fresh_count += 1
                     return
         except _Stalled:
@@ -392,7 +407,12 @@ class Queue:
             self._dispatching = False
 
     def _has_any_credit(self) -> bool:
-        return any(consumer.has_credit() for consumer in self._consumers)
+        for consumer in self._consumers:
+            if not consumer.paused and (
+                consumer.auto_ack or len(consumer.in_flight) < consumer.prefetch
+            ):
+                return True
+        return False
 
     def _may_take(self, consumer: Consumer, entry: QueueEntry) -> bool:
         exclusive = self._exclusive
@@ -405,21 +425,14 @@ class Queue:
                 return False
         return consumer.is_interested_in(entry)
 
-    def _choose(self, entry: QueueEntry) -> Consumer | None:
-        """The consumer with credit that gets ``entry`` now, or None (and ``entry`` parked)."""
+    def _choose(self, entry: QueueEntry, group: str | None) -> Consumer | None:
+        """The consumer with credit that may take ``entry`` now (see the module doc)."""
         only = self._exclusive
-        if only is None:
-            group = entry.message.properties.get(GROUP_ID)
-            if group is not None:
-                only = self._groups.owner(group)
+        if only is None and group is not None:
+            only = self._groups.owner(group)
         if only is not None:
-            if not only.is_interested_in(entry):
-                self._park(entry, ())
-            elif only.has_credit():
-                return only
-            else:
-                self._park(entry, (only,))
-            return None
+            return only if only.has_credit() and only.is_interested_in(entry) else None
+        message = entry.message
         band_rr = self._band_rr
         for i, band in enumerate(self._bands):
             count = len(band)
@@ -427,11 +440,24 @@ class Queue:
             for k in range(count):
                 j = (start + k) % count
                 consumer = band[j]
-                if consumer.has_credit() and consumer.is_interested_in(entry):
+                if consumer.paused or (
+                    not consumer.auto_ack and len(consumer.in_flight) >= consumer.prefetch
+                ):
+                    continue
+                selector = consumer.selector
+                if selector is None or selector.matches(message):
                     band_rr[i] = j + 1
                     return consumer
-        self._park(entry, tuple(c for c in self._consumers if c.is_interested_in(entry)))
         return None
+
+    def _waiting_for(self, entry: QueueEntry, group: str | None) -> tuple[Consumer, ...]:
+        """The consumers (all without credit now) that may take ``entry`` once they have it."""
+        only = self._exclusive
+        if only is None and group is not None:
+            only = self._groups.owner(group)
+        if only is not None:
+            return (only,) if only.is_interested_in(entry) else ()
+        return tuple(c for c in self._consumers if c.is_interested_in(entry))
 
     def _park(self, entry: QueueEntry, waiting: tuple[Consumer, ...]) -> None:
         entry.parked = True
@@ -467,7 +493,7 @@ class Queue:
                 if self._drop_if_expired(entry):
                     return True
                 try:
-                    self._deliver(entry, consumer)
+                    self._deliver(entry, consumer, entry.message.properties.get(GROUP_ID))
                 except _Stalled:
                     self._park(entry, (consumer,))
                     raise
@@ -487,6 +513,7 @@ class Queue:
             level = ready[entry.message.priority]
             level[entry.seq] = entry
             level.move_to_end(entry.seq, last=False)
+        self._top = MAX_PRIORITY
         self._fresh_count += len(parked)
         parked.clear()
 
@@ -501,7 +528,7 @@ class Queue:
             return True
         return False
 
-    def _deliver(self, entry: QueueEntry, consumer: Consumer) -> None:
+    def _deliver(self, entry: QueueEntry, consumer: Consumer, group: str | None) -> None:
         """Hand ``entry`` (taken out of ready by the caller) to ``consumer``; raises _Stalled,
         leaving the entry untouched, if its body cannot be read back."""
         if entry.paged:
@@ -517,14 +544,11 @@ class Queue:
         entry.ready = False
         self._ready_count -= 1
         entry.delivery_count += 1
-        properties = entry.message.properties
-        if properties:
-            group = properties.get(GROUP_ID)
-            if group is not None:
-                if is_group_end(properties.get(GROUP_SEQ)):
-                    self._groups.close(group)
-                elif self._groups.owner(group) is not consumer:
-                    self._groups.assign(group, consumer)
+        if group is not None:
+            if is_group_end(entry.message.properties.get(GROUP_SEQ)):
+                self._groups.close(group)
+            elif self._groups.owner(group) is not consumer:
+                self._groups.assign(group, consumer)
         if consumer.auto_ack:
             self._settle(entry)
         else:
@@ -566,6 +590,7 @@ class Queue:
             level = ready[entry.message.priority]
             level[entry.seq] = entry
             level.move_to_end(entry.seq, last=False)
+        self._top = MAX_PRIORITY
         self._fresh_count += len(entries)
         self._ready_count += len(entries)
 
