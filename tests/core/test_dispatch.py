@@ -518,11 +518,29 @@ def test_topic_subscriptions_with_selectors_enqueue_only_matches() -> None:
     assert sink.ids("all") == ["m1", "m2"]
 
 
-def test_restored_durable_subscription_adopts_the_selector_it_is_resumed_with() -> None:
+def test_restored_durable_subscription_keeps_its_recorded_selector() -> None:
     from dovecote.core.router import Router
 
     router = Router(MemoryStore(), _Clock())
-    queue = router.restore_durable_subscription("c.d", "t.x")
+    queue = router.restore_durable_subscription("c.d", "t.x", "color = 'red'")
+    router.send(_topic("red", color="red"))
+    router.send(_topic("blue", color="blue"))
+    assert [m.message_id for m in queue.browse()] == ["red"]
+    sink = Sink()
+    again = Consumer("d", sink, selector=compile_selector("color = 'red'"))
+    assert router.subscribe_topic("t.x", again, durable_name="c.d") is queue
+    router.unsubscribe(again)
+    # Another selector: a new subscription (JMS), the old messages gone with the old one.
+    other = Consumer("d", sink, selector=compile_selector("color = 'blue'"))
+    assert router.subscribe_topic("t.x", other, durable_name="c.d") is not queue
+    assert sink.ids() == ["red"]
+
+
+def test_restored_selector_that_no_longer_compiles_is_adopted_from_the_consumer() -> None:
+    from dovecote.core.router import Router
+
+    router = Router(MemoryStore(), _Clock())
+    queue = router.restore_durable_subscription("c.d", "t.x", "color = ")
     router.send(_topic("red", color="red"))
     router.send(_topic("blue", color="blue"))
     sink = Sink()
@@ -530,10 +548,19 @@ def test_restored_durable_subscription_adopts_the_selector_it_is_resumed_with() 
     assert router.subscribe_topic("t.x", consumer, durable_name="c.d") is queue
     assert sink.ids() == ["red"]
     assert queue.ready_count == 0
-    router.unsubscribe(consumer)
-    # The same selector again: the same subscription; another one: a new subscription.
-    again = Consumer("d", sink, selector=compile_selector("color = 'red'"))
-    assert router.subscribe_topic("t.x", again, durable_name="c.d") is queue
-    router.unsubscribe(again)
-    other = Consumer("d", sink, selector=compile_selector("color = 'blue'"))
-    assert router.subscribe_topic("t.x", other, durable_name="c.d") is not queue
+
+
+def test_durable_subscription_records_its_selector_only_when_it_has_one() -> None:
+    from dovecote.core.router import Router
+
+    calls: list[tuple[object, ...]] = []
+
+    class Recording(MemoryStore):
+        def record_queue(self, *args: object) -> None:  # type: ignore[override]
+            calls.append(args)
+
+    router = Router(Recording(), _Clock())
+    with_selector = Consumer("a", Sink(), selector=compile_selector("n > 1"))
+    router.subscribe_topic("t.a", with_selector, durable_name="c.a")
+    router.subscribe_topic("t.b", Consumer("b", Sink()), durable_name="c.b")
+    assert calls == [("c.a", "t.a", "t.a", "n > 1"), ("c.b", "t.b", "t.b")]

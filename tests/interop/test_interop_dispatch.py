@@ -6,6 +6,8 @@ Negative checks use a marker sent last on the same path (see test_interop_stomp_
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 TIMEOUT = 5.0
@@ -183,3 +185,39 @@ def test_priority_is_strict_and_redelivery_keeps_its_place(stomp_peer, unique):
         _ack(consumer, message)
     assert bodies == ["p9-1", "p9-3", "p4-2", "p4-5", "p0-0", "p0-4"]
     assert consumer.inbox.messages[1].headers["redelivered"] == "true"
+
+
+def test_durable_subscription_keeps_its_selector_across_a_restart(
+    start_broker_process, stomp_peer, tmp_path
+):
+    data_dir = tmp_path / "kept"
+    durable = {"activemq.subscriptionName": "eu", "selector": "region = 'eu'"}
+    broker = start_broker_process(data_dir)
+    subscriber = stomp_peer(port=broker.port, client_id="sel-client")
+    subscriber.subscribe("/topic/sel.prices", "d", **durable)
+    subscriber.close()
+    assert broker.stop() == 0
+
+    restarted = start_broker_process(data_dir)
+    producer = stomp_peer(port=restarted.port)
+    # Sent before the subscriber is back: the restored subscription already filters.
+    for region in ("us", "eu", "asia", "eu"):
+        producer.send("/topic/sel.prices", region, persistent="true", region=region)
+    assert restarted.stop() == 0
+    dump = subprocess.run(
+        [sys.executable, "-m", "dovecote", "store", "dump", str(data_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert "selector=\"region = 'eu'\"" in dump
+    assert dump.count("MESSAGE_ADDED sel-client.eu#") == 2  # us and asia never enqueued
+
+    again = start_broker_process(data_dir)
+    back = stomp_peer(port=again.port, client_id="sel-client")
+    back.subscribe("/topic/sel.prices", "d", **durable)
+    assert back.inbox.wait_messages(2)
+    producer = stomp_peer(port=again.port)
+    producer.send("/topic/sel.prices", "eu-marker", region="eu")
+    assert [m.body for m in back.inbox.wait_messages(3)] == ["eu", "eu", "eu-marker"]

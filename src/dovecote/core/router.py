@@ -12,11 +12,11 @@ Sending to a topic nobody subscribes to drops the message, as topics do. Routing
 address walks the trie once and caches the answer until subscriptions change.
 
 A topic subscription's selector belongs to its queue: a message it does not match is not
-enqueued. A durable subscription keeps its selector while the broker runs; the store does not
-record it, so a durable subscription restored at start-up has an unknown selector until its
-consumer subscribes again: it then adopts that consumer's selector and drops the messages,
-enqueued meanwhile, that the selector does not match. Subscribing again with a different
-selector (or topic) replaces the durable subscription, as in JMS.
+enqueued. A durable subscription's selector is recorded with it in the store and restored at
+start-up. Subscribing again with a different selector (or topic) replaces the durable
+subscription, as in JMS. A recorded selector this build cannot compile leaves the restored
+subscription's selector unknown: it adopts the selector its consumer next subscribes with and
+drops the messages, enqueued meanwhile, that the selector does not match.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dovecote.core.matching import TopicTrie, is_valid_pattern, is_wildcard
 from dovecote.core.message import Message, RoutingType
 from dovecote.core.ports import Clock, Store
 from dovecote.core.queue import Consumer, Queue
-from dovecote.core.selector import Selector
+from dovecote.core.selector import Selector, SelectorError, compile_selector
 
 _TOPIC_CACHE_LIMIT = 10_000
 
@@ -252,16 +252,27 @@ class Router:
             name, address=pattern, durable=True, filter_=pattern, selector=selector
         )
         self._durable_subscriptions[name] = queue
-        self.store.record_queue(name, pattern, pattern)
+        if selector is None:
+            self.store.record_queue(name, pattern, pattern)
+        else:
+            self.store.record_queue(name, pattern, pattern, selector.text)
         self._bind(queue)
         return queue
 
-    def restore_durable_subscription(self, name: str, pattern: str) -> Queue:
-        """Recreate a durable subscription found in the store (start-up; not re-recorded).
-        Its selector is unknown until its consumer subscribes again (see the module doc)."""
-        queue = self._new_queue(name, address=pattern, durable=True, filter_=pattern)
+    def restore_durable_subscription(
+        self, name: str, pattern: str, selector_text: str | None = None
+    ) -> Queue:
+        """Recreate a durable subscription found in the store (start-up; not re-recorded)."""
+        selector = None
+        if selector_text is not None:
+            try:
+                selector = compile_selector(selector_text)
+            except SelectorError:
+                self._selector_unknown.add(name)  # see the module docstring
+        queue = self._new_queue(
+            name, address=pattern, durable=True, filter_=pattern, selector=selector
+        )
         self._durable_subscriptions[name] = queue
-        self._selector_unknown.add(name)
         self._bind(queue)
         return queue
 
