@@ -221,3 +221,20 @@ def test_durable_subscription_keeps_its_selector_across_a_restart(
     producer = stomp_peer(port=again.port)
     producer.send("/topic/sel.prices", "eu-marker", region="eu")
     assert [m.body for m in back.inbox.wait_messages(3)] == ["eu", "eu", "eu-marker"]
+
+
+def test_browser_of_a_queue_larger_than_the_outbound_buffer_gets_everything(
+    stomp_peer, unique
+):
+    queue = f"/queue/{unique}"
+    producer = stomp_peer()
+    body = "x" * 1024
+    count = 3000  # ~3 MiB: past the 1 MiB outbound limit, so the browser pauses and resumes
+    for n in range(count - 1):
+        producer.conn.send(queue, body, headers={"n": str(n)})
+    producer.send(queue, body, n=str(count - 1))
+    browser = stomp_peer()
+    browser.subscribe(queue, "b", browser="true")
+    messages = browser.inbox.wait_messages(count + 1, timeout=30)
+    assert [m.headers["n"] for m in messages[:count]] == [str(n) for n in range(count)]
+    assert messages[count].headers["browser"] == "end"
