@@ -325,6 +325,36 @@ def test_negative_group_sequence_closes_the_group(h: H) -> None:
     assert h.sink.deliveries == [("A", "m1", False), ("A", "m2", False), ("B", "m3", False)]
 
 
+def test_closing_a_group_frees_the_messages_that_waited_for_its_owner(h: H) -> None:
+    # Found by the model test: m2 waited for A (the owner); the group closed; B had credit.
+    a = h.consumer("A", prefetch=2)
+    b = h.consumer("B")
+    b.paused = True
+    h.send("m1", JMSXGroupID="g")
+    h.send("x")
+    h.queue.resume(b)
+    h.send("m2", JMSXGroupID="g")  # A is full: parked for A
+    h.send("m3", 9, JMSXGroupID="g", JMSXGroupSeq="-1")  # also for A
+    assert h.queue.parked_count == 2
+    h.queue.ack(a, 2)  # A takes m3 (higher priority), which closes the group
+    assert h.sink.ids("A") == ["m1", "x", "m3"]
+    assert h.sink.ids("B") == ["m2"]
+    assert h.queue.parked_count == 0
+
+
+def test_a_forgotten_group_frees_the_messages_that_waited_for_its_owner(h: H) -> None:
+    h.queue._groups.limit = 1
+    a = h.consumer("A", prefetch=1)
+    b = h.consumer("B", prefetch=1)
+    h.send("g1", JMSXGroupID="g")  # A owns g; A is full
+    h.send("g2", JMSXGroupID="g")  # waits for A
+    h.send("k1", JMSXGroupID="k")  # B owns k: g is forgotten (limit 1), so g2 may go anywhere
+    assert h.queue.group_owner("g") is None
+    h.queue.ack(b, 3)
+    assert h.sink.ids("B") == ["k1", "g2"]
+    assert a.in_flight
+
+
 def test_group_is_reassigned_when_its_owner_leaves(h: H) -> None:
     a = h.consumer("A")
     h.consumer("B")
@@ -402,7 +432,7 @@ _operations = st.lists(
             st.just("send"),
             st.sampled_from(_SHARDS),
             st.integers(0, 9),
-            st.sampled_from([None, "g1", "g2"]),
+            st.sampled_from([None, "g1", "g2", "g1 end"]),
         ),
         st.tuples(
             st.just("attach"),
@@ -434,7 +464,10 @@ def test_model_nothing_lost_duplicated_misdelivered_or_stranded(
             message_id = f"m{len(sent)}"
             props = {"shard": str(shard)}
             if group is not None:
-                props["JMSXGroupID"] = str(group)
+                group_id, _, end = str(group).partition(" ")
+                props["JMSXGroupID"] = group_id
+                if end:
+                    props["JMSXGroupSeq"] = "-1"
             sent[message_id] = props
             h.send(message_id, int(priority), **props)  # type: ignore[call-overload]
         elif op[0] == "attach":
@@ -481,6 +514,13 @@ def test_model_nothing_lost_duplicated_misdelivered_or_stranded(
         assert held.isdisjoint(ready)
         assert set(sent) == settled | held | set(ready)
         assert not settled & (held | set(ready))
+        # Quiescent: no ready message is left that a consumer with credit may take now.
+        for entry in h.queue._entries():
+            for consumer in h.queue.consumers:
+                assert not (consumer.has_credit() and h.queue._may_take(consumer, entry)), (
+                    entry,
+                    consumer,
+                )
     # Not stranded: once every consumer leaves and a catch-all arrives, everything left flows.
     for consumer in consumers:
         if consumer.queue is not None:

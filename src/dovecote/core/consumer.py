@@ -121,11 +121,14 @@ class GroupTable:
     def owner(self, group: str) -> Consumer | None:
         return self._owners.get(group)
 
-    def assign(self, group: str, consumer: Consumer) -> None:
+    def assign(self, group: str, consumer: Consumer) -> str | None:
+        """Give ``group`` to ``consumer``; returns the group forgotten to make room, if any."""
         owners = self._owners
+        evicted = None
         if group not in owners and len(owners) >= self.limit:
-            owners.popitem(last=False)
+            evicted, _ = owners.popitem(last=False)
         owners[group] = consumer
+        return evicted
 
     def close(self, group: str) -> None:
         self._owners.pop(group, None)

@@ -98,6 +98,8 @@ class Queue:
         self._fresh_count = 0
         self._top = 0  # no fresh entry is above this priority
         self._parked: dict[int, QueueEntry] = {}
+        # Parked entries waiting for their group's owner: freed when the group closes.
+        self._pinned: dict[str, dict[int, QueueEntry]] = {}
         self._ready_count = 0  # fresh + parked
         self._pageable: deque[QueueEntry] = deque()  # persistent entries, oldest first
         self._adds_since_page = 0
@@ -234,8 +236,7 @@ class Queue:
         dropped = [e for e in self._entries() if not selector.matches(e.message)]
         for entry in dropped:
             if entry.parked:
-                del self._parked[entry.seq]
-                entry.parked = False
+                self._unpark(entry)
             else:
                 del self._ready[entry.message.priority][entry.seq]
                 self._fresh_count -= 1
@@ -349,6 +350,7 @@ class Queue:
         for level in self._ready:
             level.clear()
         self._parked.clear()
+        self._pinned.clear()
         for consumer in self._consumers:
             consumer.parked.clear()
         self._pageable.clear()
@@ -387,7 +389,14 @@ class Queue:
                 consumer = self._choose(entry, group)
                 if consumer is None:
                     if self._has_any_credit():
-                        self._park(entry, self._waiting_for(entry, group))
+                        pinned = (
+                            group
+                            if group is not None
+                            and self._exclusive is None
+                            and self._groups.owner(group) is not None
+                            else None
+                        )
+                        self._park(entry, self._waiting_for(entry, group), pinned)
                         continue
                     # Nobody has credit: leave it (and the rest) unexamined.
                     level[seq] = entry
@@ -459,10 +468,14 @@ class Queue:
             return (only,) if only.is_interested_in(entry) else ()
         return tuple(c for c in self._consumers if c.is_interested_in(entry))
 
-    def _park(self, entry: QueueEntry, waiting: tuple[Consumer, ...]) -> None:
+    def _park(
+        self, entry: QueueEntry, waiting: tuple[Consumer, ...], pinned: str | None = None
+    ) -> None:
         entry.parked = True
         parked = self._parked
         parked[entry.seq] = entry
+        if pinned is not None:
+            self._pinned.setdefault(pinned, {})[entry.seq] = entry
         item = (-entry.message.priority, entry.seq, next(self._ticks), entry)
         for consumer in waiting:
             heap = consumer.parked
@@ -488,8 +501,7 @@ class Queue:
                 heapq.heappop(heap)
                 if not self._may_take(consumer, entry):
                     continue  # now another consumer's (a group got an owner)
-                del self._parked[entry.seq]
-                entry.parked = False
+                self._unpark(entry)
                 if self._drop_if_expired(entry):
                     return True
                 try:
@@ -500,10 +512,39 @@ class Queue:
                 return True
         return False
 
+    def _unpark(self, entry: QueueEntry) -> None:
+        """Take one entry out of the parked set (it stays ready; the caller decides)."""
+        del self._parked[entry.seq]
+        entry.parked = False
+        group = entry.message.properties.get(GROUP_ID) if self._pinned else None
+        if group is not None:
+            waiting = self._pinned.get(group)
+            if waiting is not None:
+                waiting.pop(entry.seq, None)
+                if not waiting:
+                    del self._pinned[group]
+
+    def _release_group(self, group: str) -> None:
+        """The group closed or was forgotten: what waited for its owner may go anywhere."""
+        waiting = self._pinned.pop(group, None)
+        if not waiting:
+            return
+        ready = self._ready
+        for entry in sorted(waiting.values(), key=_seq_of, reverse=True):
+            if entry.parked and entry.ready:
+                del self._parked[entry.seq]
+                entry.parked = False
+                level = ready[entry.message.priority]
+                level[entry.seq] = entry
+                level.move_to_end(entry.seq, last=False)
+                self._fresh_count += 1
+        self._top = MAX_PRIORITY
+
     def _unpark_all(self) -> None:
         """Move every parked entry back to the front of its priority level, oldest first."""
         for consumer in self._consumers:
             consumer.parked.clear()
+        self._pinned.clear()
         parked = self._parked
         if not parked:
             return
@@ -547,8 +588,11 @@ class Queue:
         if group is not None:
             if is_group_end(entry.message.properties.get(GROUP_SEQ)):
                 self._groups.close(group)
+                self._release_group(group)
             elif self._groups.owner(group) is not consumer:
-                self._groups.assign(group, consumer)
+                evicted = self._groups.assign(group, consumer)
+                if evicted is not None:
+                    self._release_group(evicted)
         if consumer.auto_ack:
             self._settle(entry)
         else:
