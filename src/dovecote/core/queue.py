@@ -37,7 +37,7 @@ import itertools
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from dovecote.core.consumer import (
     DEFAULT_PREFETCH,
@@ -100,6 +100,7 @@ class Queue:
         self._parked: dict[int, QueueEntry] = {}
         # Parked entries waiting for their group's owner: freed when the group closes.
         self._pinned: dict[str, dict[int, QueueEntry]] = {}
+        self._may_serve: dict[Consumer, None] = {}  # consumers to look at for parked entries
         self._ready_count = 0  # fresh + parked
         self._pageable: deque[QueueEntry] = deque()  # persistent entries, oldest first
         self._adds_since_page = 0
@@ -287,6 +288,7 @@ class Queue:
 
     def resume(self, consumer: Consumer) -> None:
         consumer.paused = False
+        self._credit_back(consumer)
         self.dispatch()
 
     def _consumers_changed(self) -> None:
@@ -320,6 +322,7 @@ class Queue:
         for s in settled:
             entry = consumer.in_flight.pop(s)
             self._settle(entry)
+        self._credit_back(consumer)
         self.dispatch()
         return len(settled)
 
@@ -336,6 +339,7 @@ class Queue:
         else:
             returned = [seq]
         self._requeue([consumer.in_flight.pop(s) for s in returned])
+        self._credit_back(consumer)
         self.dispatch()
         return len(returned)
 
@@ -351,6 +355,7 @@ class Queue:
             level.clear()
         self._parked.clear()
         self._pinned.clear()
+        self._may_serve.clear()
         for consumer in self._consumers:
             consumer.parked.clear()
         self._pageable.clear()
@@ -375,7 +380,7 @@ class Queue:
                     self._top = top
                 else:
                     top = -1
-                if self._parked and self._serve_parked(top):
+                if self._may_serve and self._serve_parked(top):
                     continue
                 if top < 0:
                     return
@@ -386,18 +391,10 @@ class Queue:
                     continue
                 properties = entry.message.properties
                 group = properties.get(GROUP_ID) if properties else None
-                consumer = self._choose(entry, group)
+                consumer = self._route(entry, group)
+                if consumer is _PARKED:
+                    continue
                 if consumer is None:
-                    if self._has_any_credit():
-                        pinned = (
-                            group
-                            if group is not None
-                            and self._exclusive is None
-                            and self._groups.owner(group) is not None
-                            else None
-                        )
-                        self._park(entry, self._waiting_for(entry, group), pinned)
-                        continue
                     # Nobody has credit: leave it (and the rest) unexamined.
                     level[seq] = entry
                     level.move_to_end(seq, last=False)
@@ -434,15 +431,29 @@ class Queue:
                 return False
         return consumer.is_interested_in(entry)
 
-    def _choose(self, entry: QueueEntry, group: str | None) -> Consumer | None:
-        """The consumer with credit that may take ``entry`` now (see the module doc)."""
+    def _route(self, entry: QueueEntry, group: str | None) -> Consumer | None:
+        """The consumer with credit that gets ``entry`` now; else ``entry`` is parked for the
+        consumers that may take it later and _PARKED is returned; or None, untouched, when no
+        consumer at all has credit. Each selector is evaluated at most once here."""
         only = self._exclusive
+        pinned = None
         if only is None and group is not None:
             only = self._groups.owner(group)
+            pinned = group
         if only is not None:
-            return only if only.has_credit() and only.is_interested_in(entry) else None
+            if not only.is_interested_in(entry):
+                waiting: list[Consumer] = []
+            elif only.has_credit():
+                return only
+            else:
+                waiting = [only]
+            if not self._has_any_credit():
+                return None
+            self._park(entry, waiting, pinned)
+            return _PARKED
         message = entry.message
         band_rr = self._band_rr
+        any_credit = False
         for i, band in enumerate(self._bands):
             count = len(band)
             start = band_rr[i]
@@ -453,24 +464,22 @@ class Queue:
                     not consumer.auto_ack and len(consumer.in_flight) >= consumer.prefetch
                 ):
                     continue
+                any_credit = True
                 selector = consumer.selector
                 if selector is None or selector.matches(message):
                     band_rr[i] = j + 1
                     return consumer
-        return None
+        if not any_credit:
+            return None
+        # Consumers with credit do not want it (their selectors said no): park it for those
+        # without credit that do, evaluating only their selectors.
+        self._park(
+            entry,
+            [c for c in self._consumers if not c.has_credit() and c.is_interested_in(entry)],
+        )
+        return _PARKED
 
-    def _waiting_for(self, entry: QueueEntry, group: str | None) -> tuple[Consumer, ...]:
-        """The consumers (all without credit now) that may take ``entry`` once they have it."""
-        only = self._exclusive
-        if only is None and group is not None:
-            only = self._groups.owner(group)
-        if only is not None:
-            return (only,) if only.is_interested_in(entry) else ()
-        return tuple(c for c in self._consumers if c.is_interested_in(entry))
-
-    def _park(
-        self, entry: QueueEntry, waiting: tuple[Consumer, ...], pinned: str | None = None
-    ) -> None:
+    def _park(self, entry: QueueEntry, waiting: list[Consumer], pinned: str | None = None) -> None:
         entry.parked = True
         parked = self._parked
         parked[entry.seq] = entry
@@ -485,11 +494,17 @@ class Queue:
                 heapq.heapify(heap)
 
     def _serve_parked(self, top: int) -> bool:
-        """Deliver one parked entry of priority >= ``top`` to a consumer with credit that
-        waits for it; True if an entry left the queue (delivered or expired)."""
-        for consumer in self._consumers:
+        """Deliver one parked entry of priority >= ``top`` to a consumer that waits for it and
+        may have credit again (``_may_serve``: it acked, nacked or resumed since); True if an
+        entry left the queue (delivered or expired)."""
+        may_serve = self._may_serve
+        candidates = list(may_serve)
+        if len(candidates) > 1:
+            candidates.sort(key=_minus_priority)  # stable: attach order within a priority
+        for consumer in candidates:
             heap = consumer.parked
-            if not heap or not consumer.has_credit():
+            if not consumer.has_credit() or consumer.queue is not self:
+                del may_serve[consumer]  # it comes back when it acks or resumes
                 continue
             while heap:
                 negative_priority, _seq, _tick, entry = heap[0]
@@ -507,10 +522,17 @@ class Queue:
                 try:
                     self._deliver(entry, consumer, entry.message.properties.get(GROUP_ID))
                 except _Stalled:
-                    self._park(entry, (consumer,))
+                    self._park(entry, [consumer])
                     raise
                 return True
+            else:
+                del may_serve[consumer]  # nothing left for it
         return False
+
+    def _credit_back(self, consumer: Consumer) -> None:
+        """``consumer`` may have credit again: its parked entries are worth a look."""
+        if consumer.parked:
+            self._may_serve[consumer] = None
 
     def _unpark(self, entry: QueueEntry) -> None:
         """Take one entry out of the parked set (it stays ready; the caller decides)."""
@@ -545,6 +567,7 @@ class Queue:
         for consumer in self._consumers:
             consumer.parked.clear()
         self._pinned.clear()
+        self._may_serve.clear()
         parked = self._parked
         if not parked:
             return
@@ -647,6 +670,14 @@ class Queue:
 
 def _seq_of(entry: QueueEntry) -> int:
     return entry.seq
+
+
+def _minus_priority(consumer: Consumer) -> int:
+    return -consumer.priority
+
+
+# What _route returns for an entry it parked (a sentinel no consumer can be).
+_PARKED: Consumer = cast("Consumer", object())
 
 
 def consumer_queue(consumer: Consumer) -> Queue:
