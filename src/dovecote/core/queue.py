@@ -16,11 +16,12 @@ Invariants:
   within one priority, each dispatch starting after the last one served.
 - Dispatch examines each fresh entry once. One that nobody may take right now is parked: in
   the ``parked`` heap of each consumer that may take it (it is served from there once that
-  consumer has credit again) or, if no consumer may take it, in ``_parked`` alone. Parked
-  entries are examined again only when the consumer set changes (all of them go back to the
-  front of ``_ready``), so a message no consumer wants never stalls the ones behind it, and a
-  queue with ten consumers with disjoint selectors costs about one selector evaluation per
-  consumer per message, not a rescan of the queue per delivery.
+  consumer has credit again) or, if no consumer may take it, in ``_parked`` alone (see
+  :mod:`dovecote.core.parking`). Parked entries are examined again only when the consumer set
+  changes (all of them go back to the front of ``_ready``) or, for those waiting on a message
+  group's owner, when the group closes. So a message no consumer wants never stalls the ones
+  behind it, and a queue with ten consumers with disjoint selectors costs about one selector
+  evaluation per consumer per message, not a rescan of the queue per delivery.
 - Priority is strict: a parked entry is served before fresh entries of its priority or lower,
   after fresh entries of higher priority. Within a priority, FIFO.
 - A message that goes back to the queue (nack, consumer gone) goes to the front of its priority
@@ -32,7 +33,6 @@ Invariants:
 
 from __future__ import annotations
 
-import heapq
 import itertools
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
@@ -51,6 +51,7 @@ from dovecote.core.consumer import (
 from dovecote.core.errors import NotFound, StoreUnavailable
 from dovecote.core.limits import MemoryBudget
 from dovecote.core.message import MAX_PRIORITY, Message, QueueEntry
+from dovecote.core.parking import Parking
 
 if TYPE_CHECKING:
     from dovecote.core.ports import Store
@@ -60,7 +61,6 @@ __all__ = ["DEFAULT_PREFETCH", "AckMode", "Consumer", "Queue", "consumer_queue"]
 
 _PAGE_SCAN_LIMIT = 10_000  # unwritten entries page_out may step over before giving up
 _PAGE_EVERY = 256  # adds between two paging passes (each pass steps over the unwritten tail)
-_HEAP_SLACK = 64  # stale items a parked heap may hold beyond twice the parked count
 
 
 class _Stalled(Exception):
@@ -97,10 +97,7 @@ class Queue:
         ]
         self._fresh_count = 0
         self._top = 0  # no fresh entry is above this priority
-        self._parked: dict[int, QueueEntry] = {}
-        # Parked entries waiting for their group's owner: freed when the group closes.
-        self._pinned: dict[str, dict[int, QueueEntry]] = {}
-        self._may_serve: dict[Consumer, None] = {}  # consumers to look at for parked entries
+        self._parked = Parking()
         self._ready_count = 0  # fresh + parked
         self._pageable: deque[QueueEntry] = deque()  # persistent entries, oldest first
         self._adds_since_page = 0
@@ -109,7 +106,6 @@ class Queue:
         self._band_rr: list[int] = []  # per band: where the next round robin starts
         self._exclusive: Consumer | None = None
         self._groups = GroupTable()
-        self._ticks = itertools.count()  # tie-breaker for parked heap items
         self._next_seq = 1
         self._dispatching = False
         self.last_error: str | None = None  # why dispatch last stopped short, if it did
@@ -164,7 +160,7 @@ class Queue:
     def _entries(self) -> Iterator[QueueEntry]:
         """Ready entries in dispatch order: by priority, parked (oldest first) before fresh."""
         parked: list[list[QueueEntry]] = [[] for _ in self._ready]
-        for entry in self._parked.values():
+        for entry in self._parked.entries():
             parked[entry.message.priority].append(entry)
         for level in range(MAX_PRIORITY, -1, -1):
             yield from sorted(parked[level], key=_seq_of)
@@ -237,7 +233,7 @@ class Queue:
         dropped = [e for e in self._entries() if not selector.matches(e.message)]
         for entry in dropped:
             if entry.parked:
-                self._unpark(entry)
+                self._parked.unpark(entry)
             else:
                 del self._ready[entry.message.priority][entry.seq]
                 self._fresh_count -= 1
@@ -288,7 +284,7 @@ class Queue:
 
     def resume(self, consumer: Consumer) -> None:
         consumer.paused = False
-        self._credit_back(consumer)
+        self._parked.credit_back(consumer)
         self.dispatch()
 
     def _consumers_changed(self) -> None:
@@ -303,7 +299,7 @@ class Queue:
         self._bands = bands
         self._band_rr = [old[i] if i < len(old) else 0 for i in range(len(bands))]
         self._exclusive = next((c for c in self._consumers if c.exclusive), None)
-        self._unpark_all()
+        self._to_front(self._parked.release_all(self._consumers))
 
     # --- settling -----------------------------------------------------------------------------
 
@@ -322,7 +318,7 @@ class Queue:
         for s in settled:
             entry = consumer.in_flight.pop(s)
             self._settle(entry)
-        self._credit_back(consumer)
+        self._parked.credit_back(consumer)
         self.dispatch()
         return len(settled)
 
@@ -339,7 +335,7 @@ class Queue:
         else:
             returned = [seq]
         self._requeue([consumer.in_flight.pop(s) for s in returned])
-        self._credit_back(consumer)
+        self._parked.credit_back(consumer)
         self.dispatch()
         return len(returned)
 
@@ -353,11 +349,7 @@ class Queue:
             count += 1
         for level in self._ready:
             level.clear()
-        self._parked.clear()
-        self._pinned.clear()
-        self._may_serve.clear()
-        for consumer in self._consumers:
-            consumer.parked.clear()
+        self._parked.release_all(self._consumers)
         self._pageable.clear()
         self._fresh_count = 0
         self._ready_count = 0
@@ -380,7 +372,7 @@ class Queue:
                     self._top = top
                 else:
                     top = -1
-                if self._may_serve and self._serve_parked(top):
+                if self._parked.has_candidates() and self._serve_parked(top):
                     continue
                 if top < 0:
                     return
@@ -449,7 +441,7 @@ class Queue:
                 waiting = [only]
             if not self._has_any_credit():
                 return None
-            self._park(entry, waiting, pinned)
+            self._parked.park(entry, waiting, pinned)
             return _PARKED
         message = entry.message
         band_rr = self._band_rr
@@ -473,113 +465,39 @@ class Queue:
             return None
         # Consumers with credit do not want it (their selectors said no): park it for those
         # without credit that do, evaluating only their selectors.
-        self._park(
+        self._parked.park(
             entry,
             [c for c in self._consumers if not c.has_credit() and c.is_interested_in(entry)],
         )
         return _PARKED
 
-    def _park(self, entry: QueueEntry, waiting: list[Consumer], pinned: str | None = None) -> None:
-        entry.parked = True
-        parked = self._parked
-        parked[entry.seq] = entry
-        if pinned is not None:
-            self._pinned.setdefault(pinned, {})[entry.seq] = entry
-        item = (-entry.message.priority, entry.seq, next(self._ticks), entry)
-        for consumer in waiting:
-            heap = consumer.parked
-            heapq.heappush(heap, item)
-            if len(heap) > 2 * len(parked) + _HEAP_SLACK:
-                heap[:] = [i for i in heap if i[3].parked and i[3].ready]
-                heapq.heapify(heap)
-
     def _serve_parked(self, top: int) -> bool:
-        """Deliver one parked entry of priority >= ``top`` to a consumer that waits for it and
-        may have credit again (``_may_serve``: it acked, nacked or resumed since); True if an
-        entry left the queue (delivered or expired)."""
-        may_serve = self._may_serve
-        candidates = list(may_serve)
-        if len(candidates) > 1:
-            candidates.sort(key=_minus_priority)  # stable: attach order within a priority
-        for consumer in candidates:
-            heap = consumer.parked
-            if not consumer.has_credit() or consumer.queue is not self:
-                del may_serve[consumer]  # it comes back when it acks or resumes
-                continue
-            while heap:
-                negative_priority, _seq, _tick, entry = heap[0]
-                if not (entry.ready and entry.parked):
-                    heapq.heappop(heap)  # taken by another consumer meanwhile
-                    continue
-                if -negative_priority < top:
-                    break  # a fresh message of higher priority goes first
-                heapq.heappop(heap)
-                if not self._may_take(consumer, entry):
-                    continue  # now another consumer's (a group got an owner)
-                self._unpark(entry)
-                if self._drop_if_expired(entry):
-                    return True
-                try:
-                    self._deliver(entry, consumer, entry.message.properties.get(GROUP_ID))
-                except _Stalled:
-                    self._park(entry, [consumer])
-                    raise
-                return True
-            else:
-                del may_serve[consumer]  # nothing left for it
-        return False
+        """Deliver one parked entry of priority >= ``top`` to a consumer with credit that
+        waits for it; True if an entry left the queue (delivered or expired)."""
+        found = self._parked.next_for(top, self, self._may_take)
+        if found is None:
+            return False
+        consumer, entry = found
+        if self._drop_if_expired(entry):
+            return True
+        try:
+            self._deliver(entry, consumer, entry.message.properties.get(GROUP_ID))
+        except _Stalled:
+            self._parked.park(entry, [consumer])
+            raise
+        return True
 
-    def _credit_back(self, consumer: Consumer) -> None:
-        """``consumer`` may have credit again: its parked entries are worth a look."""
-        if consumer.parked:
-            self._may_serve[consumer] = None
-
-    def _unpark(self, entry: QueueEntry) -> None:
-        """Take one entry out of the parked set (it stays ready; the caller decides)."""
-        del self._parked[entry.seq]
-        entry.parked = False
-        group = entry.message.properties.get(GROUP_ID) if self._pinned else None
-        if group is not None:
-            waiting = self._pinned.get(group)
-            if waiting is not None:
-                waiting.pop(entry.seq, None)
-                if not waiting:
-                    del self._pinned[group]
-
-    def _release_group(self, group: str) -> None:
-        """The group closed or was forgotten: what waited for its owner may go anywhere."""
-        waiting = self._pinned.pop(group, None)
-        if not waiting:
+    def _to_front(self, entries: list[QueueEntry]) -> None:
+        """Put unparked entries back at the front of their priority levels, oldest first."""
+        if not entries:
             return
         ready = self._ready
-        for entry in sorted(waiting.values(), key=_seq_of, reverse=True):
-            if entry.parked and entry.ready:
-                del self._parked[entry.seq]
-                entry.parked = False
-                level = ready[entry.message.priority]
-                level[entry.seq] = entry
-                level.move_to_end(entry.seq, last=False)
-                self._fresh_count += 1
-        self._top = MAX_PRIORITY
-
-    def _unpark_all(self) -> None:
-        """Move every parked entry back to the front of its priority level, oldest first."""
-        for consumer in self._consumers:
-            consumer.parked.clear()
-        self._pinned.clear()
-        self._may_serve.clear()
-        parked = self._parked
-        if not parked:
-            return
-        ready = self._ready
-        for entry in sorted(parked.values(), key=_seq_of, reverse=True):
-            entry.parked = False
+        for entry in sorted(entries, key=_seq_of, reverse=True):
             level = ready[entry.message.priority]
             level[entry.seq] = entry
             level.move_to_end(entry.seq, last=False)
+        self._fresh_count += len(entries)
         self._top = MAX_PRIORITY
-        self._fresh_count += len(parked)
-        parked.clear()
 
     def _drop_if_expired(self, entry: QueueEntry) -> bool:
         """Settle ``entry`` (taken out of ready by the caller) if it has expired."""
@@ -611,11 +529,11 @@ class Queue:
         if group is not None:
             if is_group_end(entry.message.properties.get(GROUP_SEQ)):
                 self._groups.close(group)
-                self._release_group(group)
+                self._to_front(self._parked.release_group(group))
             elif self._groups.owner(group) is not consumer:
                 evicted = self._groups.assign(group, consumer)
                 if evicted is not None:
-                    self._release_group(evicted)
+                    self._to_front(self._parked.release_group(evicted))
         if consumer.auto_ack:
             self._settle(entry)
         else:
@@ -670,10 +588,6 @@ class Queue:
 
 def _seq_of(entry: QueueEntry) -> int:
     return entry.seq
-
-
-def _minus_priority(consumer: Consumer) -> int:
-    return -consumer.priority
 
 
 # What _route returns for an entry it parked (a sentinel no consumer can be).
