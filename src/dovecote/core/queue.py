@@ -209,8 +209,8 @@ class Queue:
         self._budget.charge(len(message.body))
         priority = message.priority
         self._ready[priority][seq] = entry
-        if priority > self._top:
-            self._top = priority
+        if priority > self._top or not self._fresh_count:
+            self._top = priority  # (an empty queue: nothing fresh above this one)
         self._fresh_count += 1
         self._ready_count += 1
         if self._consumers:
