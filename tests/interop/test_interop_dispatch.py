@@ -223,9 +223,7 @@ def test_durable_subscription_keeps_its_selector_across_a_restart(
     assert [m.body for m in back.inbox.wait_messages(3)] == ["eu", "eu", "eu-marker"]
 
 
-def test_browser_of_a_queue_larger_than_the_outbound_buffer_gets_everything(
-    stomp_peer, unique
-):
+def test_browser_of_a_queue_larger_than_the_outbound_buffer_gets_everything(stomp_peer, unique):
     queue = f"/queue/{unique}"
     producer = stomp_peer()
     body = "x" * 1024
