@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Dovecote side by side with Apache ActiveMQ 5.17, on this machine, with one load generator.
 
-    python3 benchmarks/side_by_side.py                      all five scenarios, 3 runs each
+    python3 benchmarks/side_by_side.py                      all seven scenarios, 3 runs each
     python3 benchmarks/side_by_side.py queue latency --repeat 5
     python3 benchmarks/side_by_side.py --only activemq      one side alone
     python3 benchmarks/side_by_side.py idle -- --connections 1000   (after --: bench options)
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SCENARIOS = ("queue", "fanout", "latency", "idle", "persistent")
+SCENARIOS = ("queue", "fanout", "latency", "idle", "persistent", "selectors", "priority")
 # Measured on a freshly started broker each time: what an earlier run left behind (pooled
 # threads, a heap already resident) would otherwise be counted, or hidden.
 FRESH_BROKER = frozenset({"idle"})
@@ -60,6 +60,8 @@ METRICS: tuple[tuple[str, str, str, bool], ...] = (
     ("idle", "kib_per_connection", "RSS per idle connection, KiB", False),
     ("idle", "threads_per_connection", "threads per idle connection", False),
     ("persistent", "msg_per_s", "persistent, receipt per send, msg/s", True),
+    ("selectors", "msg_per_s", "queue 1P/10C, disjoint selectors, msg/s", True),
+    ("priority", "msg_per_s", "queue 1P/1C, priorities 0-9 mixed, msg/s", True),
 )
 
 

@@ -236,7 +236,9 @@ def restore(router: Router, state: RecoveredState) -> None:
     """Put recovered queues, durable subscriptions and their messages back in the router."""
     for recovered in state.queues.values():
         if recovered.kind is QueueKind.DURABLE_SUBSCRIPTION and recovered.filter is not None:
-            queue = router.restore_durable_subscription(recovered.name, recovered.filter)
+            queue = router.restore_durable_subscription(
+                recovered.name, recovered.filter, recovered.selector
+            )
         else:
             queue = router.restore_queue(recovered.name)
         for seq in sorted(recovered.messages):

@@ -138,6 +138,14 @@ def test_send_template_encodes_ids_padding_and_receipt() -> None:
     assert frame[spans[0][1] : spans[0][2]] == expected_body
 
 
+def test_send_template_cycles_extra_headers_by_sequence() -> None:
+    template = SendTemplate(
+        "/queue/q", 60, persistent=False, header_cycle=("shard:0\n", "shard:1\n")
+    )
+    heads = [template.frame(0, seq).split(b"\n\n", 1)[0] for seq in range(3)]
+    assert [h.split(b"\n")[-1] for h in heads] == [b"shard:0", b"shard:1", b"shard:0"]
+
+
 def test_send_template_refuses_bodies_too_small_for_the_ids() -> None:
     with pytest.raises(BenchError, match="at least 56"):
         SendTemplate("/queue/q", BODY_HEAD_SIZE - 1, persistent=True)

@@ -919,3 +919,39 @@ def test_agrees_with_reference_evaluator(tree: Any, properties: dict[str, str]) 
     assert compile_selector(text).matches(message(properties)) is (expected is True), text
     negated = compile_selector(f"NOT ({text})").matches(message(properties))
     assert negated is (expected is False), text
+
+
+# --- the equality shortcut (``property = 'text'``: one dictionary lookup) ---------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "equality"),
+    [
+        ("shard = '3'", ("shard", "3")),
+        ("'3' = shard", ("shard", "3")),
+        ("shard='it''s'", ("shard", "it's")),
+        ("JMSType = 'x'", None),  # a header field, read from another place
+        ("JMSMessageID = 'x'", None),
+        ("shard = 3", None),  # numeric context
+        ("(shard = '3')", None),
+        ("shard <> '3'", None),
+        ("shard = '3' AND kind = 'a'", None),
+        ("shard = other", None),
+    ],
+)
+def test_equality_shortcut_is_taken_only_for_a_property_equals_a_string(
+    text: str, equality: tuple[str, str] | None
+) -> None:
+    assert compile_selector(text).equality == equality
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["shard = 'a'", "'a' = shard", "shard = ''", "shard = 'A'"]),
+    st.dictionaries(st.sampled_from(["shard", "other", "SHARD"]), st.sampled_from(["a", "A", ""])),
+)
+def test_equality_shortcut_agrees_with_the_evaluator(text: str, properties: dict[str, str]) -> None:
+    selector = compile_selector(text)
+    assert selector.equality is not None
+    full = selector._test(message(properties)) is True
+    assert selector.matches(message(properties)) is full

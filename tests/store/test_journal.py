@@ -254,6 +254,28 @@ def test_state_survives_close_and_reopen(tmp_path: Path) -> None:
     assert contents(run(second_run)) == expected
 
 
+def test_durable_subscription_selector_survives_a_restart(tmp_path: Path) -> None:
+    async def first_run() -> None:
+        journal = open_journal(tmp_path)
+        journal.record_queue("orders", "orders", None)
+        journal.record_queue("c1.eu", "prices.>", "prices.>", "region = 'eu'")
+        journal.record_queue("c1.all", "prices.>", "prices.>")
+        await journal.close()
+
+    async def reopen() -> RecoveredState:
+        journal = open_journal(tmp_path)
+        assert journal.recovered is not None
+        await journal.close()
+        return journal.recovered
+
+    run(first_run)
+    for _ in range(2):  # the second recovery reads what the first one left
+        queues = run(reopen).queues
+        assert queues["c1.eu"].selector == "region = 'eu'"
+        assert queues["c1.all"].selector is None
+        assert queues["orders"].selector is None
+
+
 def test_reopening_appends_to_the_last_segment(tmp_path: Path) -> None:
     async def one_run(n: int) -> None:
         journal = open_journal(tmp_path)

@@ -33,6 +33,7 @@ from dovecote.store.record import (
     decode_message_added,
     decode_name,
     decode_queue_created,
+    decode_queue_selector,
     decode_queue_seq,
     encode_group,
     encode_message_added,
@@ -111,6 +112,20 @@ def _roundtrip_cases() -> list[tuple[str, bytes, Callable[[bytes], Any], Any]]:
             ("cid.sub", "prices.>", "prices.>", QueueKind.DURABLE_SUBSCRIPTION),
         ),
         (
+            "durable-subscription-with-selector",
+            encode_queue_created(
+                "cid.sub", "prices.>", "prices.>", QueueKind.DURABLE_SUBSCRIPTION, "eu = 'x'"
+            ),
+            decode_queue_selector,
+            "eu = 'x'",
+        ),
+        (
+            "queue-created-without-selector",
+            encode_queue_created("orders", "orders", None, QueueKind.QUEUE),
+            decode_queue_selector,
+            None,
+        ),
+        (
             "queue-created-unicode",
             encode_queue_created("キュー", "адрес", "🐦.*", QueueKind.DURABLE_SUBSCRIPTION),
             decode_queue_created,
@@ -184,6 +199,8 @@ CASE_IDS = [case[0] for case in CASES]
 EXPECTED_TYPE = {
     "queue-created": RecordType.QUEUE_CREATED,
     "durable-subscription-created": RecordType.QUEUE_CREATED,
+    "durable-subscription-with-selector": RecordType.QUEUE_CREATED,
+    "queue-created-without-selector": RecordType.QUEUE_CREATED,
     "queue-created-unicode": RecordType.QUEUE_CREATED,
     "queue-deleted": RecordType.QUEUE_DELETED,
     "queue-deleted-unicode": RecordType.QUEUE_DELETED,

@@ -505,10 +505,6 @@ def test_second_consumer_on_an_active_durable_subscription_is_refused(broker, ra
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="selectors are issue #4: until then a SUBSCRIBE with a selector is refused",
-)
 def test_selector_filters_messages(broker, raw_stomp):
     client = raw_stomp(broker.port)
     client.connect()
@@ -520,13 +516,14 @@ def test_selector_filters_messages(broker, raw_stomp):
     client.expect(message(b"0", b"/queue/wire.sel", b"red", extra=b"color:red\n"))
 
 
-def test_subscribe_with_a_selector_is_refused_until_selectors_exist(broker, raw_stomp):
+def test_subscribe_with_a_bad_selector_is_refused(broker, raw_stomp):
     client = raw_stomp(broker.port)
     client.connect()
-    client.send(b"SUBSCRIBE\nid:0\ndestination:/queue/wire.sel2\nselector:a = 1\n\n\0")
-    detail = b"message selectors are not supported yet"
+    client.send(b"SUBSCRIBE\nid:0\ndestination:/queue/wire.sel2\nselector:a = \n\n\0")
+    detail = b"invalid selector: unexpected end of selector at column 5"
+    escaped = detail.replace(b":", b"\\c")
     assert client.read_until_closed() == (
-        b"ERROR\nmessage:Invalid request\\c " + detail + b"\ncontent-type:text/plain\n"
+        b"ERROR\nmessage:Invalid request\\c " + escaped + b"\ncontent-type:text/plain\n"
         b"content-length:%d\n\n" % len(detail) + detail + b"\0"
     )
 

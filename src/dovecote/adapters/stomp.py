@@ -14,9 +14,13 @@ SEND header                 effect
 ``receipt``                 RECEIPT once accepted (and durable, if persistent)
 ==========================  ====================================================
 
-SUBSCRIBE takes ``ack`` (auto, client, client-individual), ``activemq.prefetchSize``, and, on a
-topic, ``activemq.subscriptionName`` (or ``durable-subscription-name``) with the CONNECT
-``client-id`` for a durable subscription. MESSAGE frames carry ``message-id``,
+SUBSCRIBE headers (``ack``, ``activemq.prefetchSize``, ``selector``, ``activemq.exclusive``,
+``activemq.priority``, ``browser``, ``activemq.subscriptionName``) are read by
+:mod:`dovecote.adapters.stomp_subscribe`. A browser subscription gets the queue's current
+messages (no ``ack`` header: nothing is consumed) and then a MESSAGE with ``browser:end``,
+empty ``destination`` and ``message-id``, and an empty body (ActiveMQ 5.6's form). SEND's
+``JMSXGroupID``/``JMSXGroupSeq`` pass through and drive message groups in the core.
+MESSAGE frames carry ``message-id``,
 ``destination``, ``subscription``, ``ack`` (1.2, unless auto), ``redelivered``,
 ``persistent``, ``priority``, ``expires``, ``timestamp`` and the sender's headers; a redelivery
 also carries ``JMSXDeliveryCount``, a dead letter ``original-destination``,
@@ -33,17 +37,18 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from dovecote.adapters.stomp_encoding import MessageEncoder as MessageEncoder  # re-exported
+from dovecote.adapters.stomp_encoding import QueueBrowser, Subscription
 from dovecote.adapters.stomp_mapping import (
     TEMP_PREFIX,
     CoreDestination,
-    destination_from_core,
     destination_to_core,
-    properties_from_core,
     reply_to_from_client,
 )
+from dovecote.adapters.stomp_subscribe import SubscribeOptions, subscribe_options
 from dovecote.core.errors import CoreError, ErrorCode, InvalidRequest, NotFound
 from dovecote.core.message import MAX_PRIORITY, Message, QueueEntry, RoutingType
-from dovecote.core.queue import DEFAULT_PREFETCH, AckMode, Consumer, consumer_queue
+from dovecote.core.queue import Consumer, consumer_queue
 from dovecote.core.router import Router
 from dovecote.core.tx import MAX_TRANSACTION_OPERATIONS, Transaction
 from dovecote.protocols._errors import ProtocolError
@@ -62,7 +67,7 @@ from dovecote.protocols.stomp.connection import (
     negotiate_version,
     parse_heart_beat,
 )
-from dovecote.protocols.stomp.frames import encode_frame, escape
+from dovecote.protocols.stomp.frames import encode_frame
 
 log = logging.getLogger(__name__)
 
@@ -123,73 +128,11 @@ class _Timer(Protocol):
     def cancel(self) -> None: ...
 
 
-class Subscription:
-    """One SUBSCRIBE: its consumer and the pre-encoded start of its MESSAGE frames."""
-
-    __slots__ = ("consumer", "destination", "durable_name", "id", "number", "prefix", "started")
-
-    def __init__(self, sub_id: str, number: int, destination: str, version: str) -> None:
-        self.id = sub_id
-        self.number = number
-        self.destination = destination
-        self.durable_name: str | None = None
-        self.prefix = f"MESSAGE\nsubscription:{escape(sub_id, version)}\n".encode()
-        self.consumer: Consumer | None = None
-        self.started = False  # its RECEIPT is out: dispatch may begin
-
-
-class MessageEncoder:
-    """Encodes the part of a MESSAGE frame shared by every subscriber of one message.
-
-    It remembers the last message it encoded, so a topic fan-out encodes headers and body
-    once, not once per subscription. One encoder serves every session of a broker.
-    """
-
-    __slots__ = ("_destinations", "_last", "_last_tail", "_last_version")
-
-    def __init__(self) -> None:
-        self._last: Message | None = None
-        self._last_version = ""
-        self._last_tail = b""
-        self._destinations: dict[tuple[str, bool, str, str], str] = {}
-
-    def _destination_line(self, message: Message, version: str, connection_id: str) -> str:
-        # (Enums hash in Python code; a bool keeps this lookup in C.)
-        key = (message.address, message.routing is RoutingType.ANYCAST, version, connection_id)
-        line = self._destinations.get(key)
-        if line is None:
-            if len(self._destinations) >= _CACHE_LIMIT:
-                self._destinations.clear()
-            destination = destination_from_core(message.routing, message.address, connection_id)
-            line = self._destinations[key] = f"destination:{escape(destination, version)}\n"
-        return line
-
-    def tail(
-        self, message: Message, version: str, connection_id: str = "", *, cache: bool = True
-    ) -> bytes:
-        if cache and message is self._last and version == self._last_version:
-            return self._last_tail
-        lines = [
-            f"message-id:{escape(message.message_id, version)}\n"
-            f"{self._destination_line(message, version, connection_id)}"
-            f"expires:{message.expires}\npriority:{message.priority}\n"
-            f"timestamp:{message.timestamp}\n"
-        ]
-        if message.persistent:
-            lines.append("persistent:true\n")
-        for name, value in properties_from_core(message.properties).items():
-            lines.append(f"{escape(name, version)}:{escape(value, version)}\n")
-        lines.append(f"content-length:{len(message.body)}\n\n")
-        tail = b"".join(("".join(lines).encode(), message.body, b"\0"))
-        if cache:
-            self._last, self._last_version, self._last_tail = message, version, tail
-        return tail
-
-
 class StompSession:
     """The STOMP side of one connection."""
 
     __slots__ = (
+        "_browsing",
         "_by_number",
         "_client_id",
         "_closed",
@@ -236,6 +179,7 @@ class StompSession:
         self._throttled = False
         self._durable_waiting = 0  # durable receipts asked for and not yet sent
         self._closed = False
+        self._browsing: dict[str, QueueBrowser] = {}  # browser subscriptions still sending
 
     @property
     def version(self) -> str:
@@ -272,6 +216,7 @@ class StompSession:
                 self._router.unsubscribe(sub.consumer)
         self._subscriptions.clear()
         self._by_number.clear()
+        self._browsing.clear()
         self._router.delete_owned(self._link.connection_id)
         if self._client_id is not None:
             self._router.release_client_id(self._client_id, self)
@@ -284,6 +229,8 @@ class StompSession:
 
     def resume_writing(self) -> None:
         self._paused = False
+        for browser in list(self._browsing.values()):
+            self._pump(browser)
         for sub in list(self._subscriptions.values()):
             consumer = sub.consumer
             if sub.started and consumer is not None and consumer.queue is not None:
@@ -405,28 +352,28 @@ class StompSession:
             raise InvalidRequest(f"subscription id {sub_id!r} is already in use on this connection")
         if len(self._subscriptions) >= self._max_subscriptions:
             raise InvalidRequest(f"more than {self._max_subscriptions} subscriptions")
-        if "selector" in headers:
-            # Refused rather than ignored: a consumer must never get what it filtered out.
-            raise InvalidRequest("message selectors are not supported yet")
-        ack_mode = headers.get("ack", AckMode.AUTO)
-        if ack_mode not in AckMode.ALL:
-            raise InvalidRequest(f"unknown ack mode {ack_mode[:40]!r}")
-        prefetch = _positive_int(
-            headers.get("activemq.prefetchSize"), "activemq.prefetchSize", DEFAULT_PREFETCH
-        )
+        options = subscribe_options(headers)
         destination = self._core_destination(destination_text)
         sub = Subscription(sub_id, self._next_number, destination_text, self._stomp.version)
-        consumer = Consumer(sub, self, ack_mode=ack_mode, prefetch=prefetch)
+        if options.browser:
+            self._subscribe_browser(frame, sub, destination, options)
+            return
+        consumer = Consumer(
+            sub,
+            self,
+            ack_mode=options.ack_mode,
+            prefetch=options.prefetch,
+            selector=options.selector,
+            priority=options.priority,
+            exclusive=options.exclusive,
+        )
         # Attached paused: the RECEIPT goes out before the first MESSAGE (as ActiveMQ does).
         consumer.paused = True
         sub.consumer = consumer
-        durable = headers.get("activemq.subscriptionName") or headers.get(
-            "durable-subscription-name"
-        )
-        if durable and destination.routing is RoutingType.MULTICAST:
+        if options.durable and destination.routing is RoutingType.MULTICAST:
             if not self._client_id:
                 raise InvalidRequest("a durable subscription needs a client-id on CONNECT")
-            sub.durable_name = f"{self._client_id}.{durable}"
+            sub.durable_name = f"{self._client_id}.{options.durable}"
         # Registered before it is attached: attaching dispatches at once, and a full outbound
         # buffer must be able to pause this consumer in the middle of that.
         self._next_number += 1
@@ -452,6 +399,47 @@ class StompSession:
 
         self._receipt(frame, then=start)
 
+    def _subscribe_browser(
+        self,
+        frame: Frame,
+        sub: Subscription,
+        destination: CoreDestination,
+        options: SubscribeOptions,
+    ) -> None:
+        if destination.routing is not RoutingType.ANYCAST:
+            raise InvalidRequest("browser:true needs a queue destination")
+        browser = QueueBrowser(
+            sub, self._router.queue(destination.address), options.selector, self._encoder
+        )
+        self._next_number += 1
+        self._subscriptions[sub.id] = sub
+        self._by_number[sub.number] = sub
+
+        def start() -> None:
+            self._browsing[sub.id] = browser
+            self._pump(browser)
+
+        self._receipt(frame, then=start)
+
+    def _pump(self, browser: QueueBrowser) -> None:
+        """Send a browser's next pages while the connection can take them."""
+        sub = browser.subscription
+        try:
+            while not self._closed and not self._paused:
+                if self._subscriptions.get(sub.id) is not sub:
+                    break  # unsubscribed meanwhile
+                data, done = browser.next_page(self._stomp.version, self._link.connection_id)
+                self._link.write(data)
+                if done:
+                    break
+            else:
+                return  # paused: resume_writing pumps again
+        except CoreError as exc:
+            self._browsing.pop(sub.id, None)
+            self._fail(exc, None)
+            return
+        self._browsing.pop(sub.id, None)
+
     def _on_unsubscribe(self, frame: Frame) -> None:
         headers = frame.headers
         sub_id = headers.get("id") or headers.get("destination", "")
@@ -459,6 +447,7 @@ class StompSession:
         if sub is None:
             raise NotFound(f"no subscription {sub_id[:100]!r} on this connection")
         del self._by_number[sub.number]
+        self._browsing.pop(sub_id, None)
         if sub.consumer is not None:
             self._router.unsubscribe(sub.consumer)
         durable = headers.get("activemq.subscriptionName") or headers.get(
@@ -685,13 +674,3 @@ def _expires(value: str | None) -> int:
     except ValueError:
         raise InvalidRequest(f"expires must be epoch milliseconds, not {value[:20]!r}") from None
     return max(0, expires)
-
-
-def _positive_int(value: str | None, name: str, default: int) -> int:
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise InvalidRequest(f"{name} must be an integer, not {value[:20]!r}") from None
-    return max(1, number)

@@ -102,17 +102,30 @@ def nack_frame(ack_id: bytes) -> bytes:
 
 
 class SendTemplate:
-    """SEND frames to one destination with bodies of one size, header block encoded once."""
+    """SEND frames to one destination with bodies of one size, header block encoded once.
 
-    __slots__ = ("_head", "_pad")
+    ``header_cycle`` (optional) gives extra header lines by position: message ``seq`` gets
+    ``header_cycle[seq % len(header_cycle)]`` (e.g. ``"shard:3\\n"``), each block also
+    encoded once.
+    """
 
-    def __init__(self, destination: str, size: int, *, persistent: bool) -> None:
+    __slots__ = ("_head", "_heads", "_pad")
+
+    def __init__(
+        self,
+        destination: str,
+        size: int,
+        *,
+        persistent: bool,
+        header_cycle: tuple[str, ...] = (),
+    ) -> None:
         if size < BODY_HEAD_SIZE:
             raise BenchError(f"message size must be at least {BODY_HEAD_SIZE} bytes, not {size}")
         flag = "true" if persistent else "false"
         self._head = (
             f"SEND\ndestination:{escape(destination)}\npersistent:{flag}\ncontent-length:{size}\n"
         ).encode()
+        self._heads = tuple(self._head + extra.encode() for extra in header_cycle)
         self._pad = b"." * (size - BODY_HEAD_SIZE)
 
     def frame(
@@ -120,9 +133,11 @@ class SendTemplate:
     ) -> bytes:
         """The SEND frame for message ``seq`` of ``producer``; a RECEIPT is asked if given."""
         body = BODY_HEAD % (producer, seq, due_ns, sent_ns) + self._pad
+        heads = self._heads
+        head = heads[seq % len(heads)] if heads else self._head
         if receipt:
-            return self._head + b"receipt:" + receipt.encode() + b"\n\n" + body + b"\0"
-        return self._head + b"\n" + body + b"\0"
+            return head + b"receipt:" + receipt.encode() + b"\n\n" + body + b"\0"
+        return head + b"\n" + body + b"\0"
 
 
 def split_frames(buf: bytes | bytearray, pos: int = 0) -> tuple[list[Span], int]:

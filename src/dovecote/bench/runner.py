@@ -60,6 +60,10 @@ class Load:
     timed_from_seq: int = -1
     quick_ack: bool = False
     subscribe_headers: tuple[tuple[str, str], ...] = ()
+    # Per consumer: more SUBSCRIBE headers for consumer i (e.g. its selector).
+    consumer_headers: tuple[tuple[tuple[str, str], ...], ...] = ()
+    # Extra SEND header lines by sequence number (see frames.SendTemplate).
+    header_cycle: tuple[str, ...] = ()
     # False: the messages are already queued (a drain); consumers still expect
     # ``producers`` x ``messages`` of them, and time runs from the go signal.
     start_producers: bool = True
@@ -154,6 +158,7 @@ def run_load(load: Load) -> Outcome:
                 persistent=load.persistent,
                 receipt_every=load.receipt_every,
                 rate=load.rate,
+                header_cycle=load.header_cycle,
                 timeout=load.timeout,
             )
             workers.append(_start(ctx, f"producer {producer_id}", producer_main, pspec, go, board))
@@ -193,7 +198,8 @@ def _consumer_spec(load: Load, index: int) -> ConsumerSpec:
         expect=expect,
         timed_from_seq=load.timed_from_seq,
         quick_ack=load.quick_ack,
-        subscribe_headers=load.subscribe_headers,
+        subscribe_headers=load.subscribe_headers
+        + (load.consumer_headers[index] if index < len(load.consumer_headers) else ()),
         timeout=load.timeout,
         idle_timeout=load.idle_timeout,
         nack_every=load.nack_every,

@@ -17,6 +17,10 @@
 - ``persistent``: persistent queue, 1 producer waiting for a RECEIPT after every send.
 - ``persistent16``: persistent queue, 16 producers each waiting for a RECEIPT per send, 4
   consumers acknowledging client-individual, 40,000 x 1 KiB.
+- ``selectors``: non-persistent queue, 1 producer / ``SHARDS`` (10) consumers, each with the
+  selector ``shard = 'k'``; the producer sets ``shard`` round robin; 100,000 x 256 B. Exact
+  loss/duplicate counting, and every message must reach the consumer of its shard.
+- ``priority``: like ``queue``, with priorities 0-9 mixed (a fixed pseudo-random cycle).
 - ``fill``: 200,000 x 1 KiB persistent into ``destination`` by 4 producers (a RECEIPT every
   100), no consumer; with ``pid``, the broker's RSS once full.
 - ``drain``: 1 consumer empties ``destination`` (as ``fill`` left it); time to the first
@@ -31,6 +35,7 @@ only when every message arrived exactly once and nothing foreign arrived.
 
 from __future__ import annotations
 
+import random
 import secrets
 import statistics
 import time
@@ -382,10 +387,46 @@ def drain(opts: Options) -> Result:
     )
 
 
+SHARDS = 10
+
+
+def selectors(opts: Options) -> Result:
+    """``SHARDS`` consumers with disjoint selectors on one queue, 100,000 x 256 B by default."""
+    load = replace(
+        _load(opts, "queue", opts.messages or 100_000),
+        consumers=SHARDS,
+        header_cycle=tuple(f"shard:{k}\n" for k in range(SHARDS)),
+        consumer_headers=tuple((("selector", f"shard = '{k}'"),) for k in range(SHARDS)),
+    )
+    outcome = run_load(load)
+    result = _throughput("selectors", outcome)
+    # Message i (one producer: its seq) has shard i % SHARDS: only that consumer may have it.
+    wrong = sum(
+        1
+        for c in outcome.consumers
+        for i, count in enumerate(c.counts)
+        if count and i % SHARDS != c.index
+    )
+    if wrong:
+        note = f"  {wrong:,} messages reached a consumer whose selector does not match them"
+        return replace(result, ok=False, summary=result.summary + note)
+    return result
+
+
+def priority(opts: Options) -> Result:
+    """1P/1C queue with message priorities 0-9 mixed, 100,000 x 256 B by default."""
+    rng = random.Random(4)  # a fixed cycle: runs compare like with like
+    cycle = tuple(f"priority:{rng.randrange(10)}\n" for _ in range(100))
+    load = replace(_load(opts, "queue", opts.messages or 100_000), header_cycle=cycle)
+    return _throughput("priority", run_load(load))
+
+
 SCENARIOS: dict[str, Callable[[Options], Result]] = {
     "queue": queue,
     "acked": acked,
     "redelivery": redelivery,
+    "selectors": selectors,
+    "priority": priority,
     "fanout": fanout,
     "latency": latency,
     "idle": idle,

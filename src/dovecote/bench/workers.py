@@ -54,6 +54,7 @@ class ProducerSpec:
     persistent: bool = False
     receipt_every: int = 0
     rate: float = 0.0
+    header_cycle: tuple[str, ...] = ()  # extra header lines by seq (see SendTemplate)
     timeout: float = 30.0
 
 
@@ -170,7 +171,9 @@ def _await_go(go: Event, timeout: float) -> None:
 def _produce(
     spec: ProducerSpec, go: Event, board: MutableSequence[int], out: Connection
 ) -> ProducerReport:
-    template = SendTemplate(spec.destination, spec.size, persistent=spec.persistent)
+    template = SendTemplate(
+        spec.destination, spec.size, persistent=spec.persistent, header_cycle=spec.header_cycle
+    )
     session = Session.open(spec.target, spec.timeout)
     sock = session.sock
     sock.settimeout(spec.timeout)  # a broker that stops reading fails the run, never hangs it

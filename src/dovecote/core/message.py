@@ -44,7 +44,7 @@ class Message:
 class QueueEntry:
     """A message held by one queue. ``seq`` is unique within the queue and orders FIFO."""
 
-    __slots__ = ("delivery_count", "message", "paged", "ready", "seq")
+    __slots__ = ("delivery_count", "message", "paged", "parked", "ready", "seq")
 
     def __init__(self, message: Message, seq: int, delivery_count: int = 0) -> None:
         self.message = message
@@ -52,6 +52,7 @@ class QueueEntry:
         self.delivery_count = delivery_count
         self.ready = True  # waiting in the queue (not with a consumer)
         self.paged = False  # its body is on disk only (``message.body`` is empty)
+        self.parked = False  # ready, examined, and waiting for a consumer (see core.queue)
 
     @property
     def redelivered(self) -> bool:

@@ -39,8 +39,12 @@ class Store(Protocol):
         """False while the store cannot write (disk full, I/O error): refuse persistent sends."""
         ...
 
-    def record_queue(self, name: str, address: str, filter_: str | None) -> None:
-        """A durable queue (or durable subscription) now exists."""
+    def record_queue(
+        self, name: str, address: str, filter_: str | None, selector: str | None = None
+    ) -> None:
+        """A durable queue (or durable subscription, with its topic pattern ``filter_`` and
+        the text of its selector, if any) now exists. The core passes ``selector`` only when
+        there is one, so a store written before selectors keeps working."""
         ...
 
     def forget_queue(self, name: str) -> None:

@@ -1,13 +1,29 @@
 """A queue: ready messages in priority order, its consumers, and dispatch by credit.
 
 Invariants:
-- Every message in the queue is in exactly one place: ``ready`` (one FIFO per priority) or one
-  consumer's ``in_flight``. Auto-acknowledging consumers hold nothing in flight: a message
-  handed to them has left the queue.
+- Every message in the queue is in exactly one place: ``ready`` or one consumer's
+  ``in_flight``. A ready entry is *fresh* (in ``_ready``: one insertion-ordered map per
+  priority, not yet examined by dispatch) or *parked* (in ``_parked``: examined, and no
+  consumer that may take it had credit then). Auto-acknowledging consumers hold nothing in
+  flight: a message handed to them has left the queue.
 - A consumer gets a message only while it has credit: it is not paused (its connection's
   outbound buffer is below the limit) and, unless it auto-acknowledges, it holds fewer than
   ``prefetch`` unacknowledged messages.
-- Consumers are served round robin, each dispatch starting after the last one served.
+- Which consumers *may* take an entry: only the active exclusive consumer while the queue has
+  one (the first exclusive consumer in consumer-priority order); else only the owner of the
+  entry's message group, if the group has one; and in every case only a consumer whose
+  selector matches. Among those with credit: the highest consumer priority first, round robin
+  within one priority, each dispatch starting after the last one served.
+- Dispatch examines each fresh entry once. One that nobody may take right now is parked: in
+  the ``parked`` heap of each consumer that may take it (it is served from there once that
+  consumer has credit again) or, if no consumer may take it, in ``_parked`` alone (see
+  :mod:`dovecote.core.parking`). Parked entries are examined again only when the consumer set
+  changes (all of them go back to the front of ``_ready``) or, for those waiting on a message
+  group's owner, when the group closes. So a message no consumer wants never stalls the ones
+  behind it, and a queue with ten consumers with disjoint selectors costs about one selector
+  evaluation per consumer per message, not a rescan of the queue per delivery.
+- Priority is strict: a parked entry is served before fresh entries of its priority or lower,
+  after fresh entries of higher priority. Within a priority, FIFO.
 - A message that goes back to the queue (nack, consumer gone) goes to the front of its priority
   level, in its original order, and is marked redelivered on its next delivery.
 - Expired messages are never delivered: dispatch (and the reaper, for queues nobody consumes)
@@ -16,92 +32,53 @@ Invariants:
   none and redelivers at once, forever): a returned message past ``max_redeliveries`` is
   dead-lettered; a NACKed one is *held* for its redelivery delay, in neither ``ready`` nor any
   ``in_flight`` (so it blocks nothing behind it), then goes back to the front of its level.
-- A message removed from the middle of ``ready`` (expired, replaced in a last-value queue,
-  dropped by overflow) stays in its deque as a tombstone (``entry.ready`` False) until popped.
+  The policy half (holds, dead letters, expiry, bounds, last values) is
+  :class:`~dovecote.core.queue_policy.QueuePolicy`.
+- A topic subscription queue with a ``selector`` takes only the messages it matches; the others
+  are not enqueued at all.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import itertools
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
+from dovecote.core.consumer import (
+    DEFAULT_PREFETCH,
+    GROUP_ID,
+    GROUP_SEQ,
+    AckMode,
+    Consumer,
+    GroupTable,
+    is_group_end,
+)
 from dovecote.core.errors import NotFound, StoreUnavailable
 from dovecote.core.limits import MemoryBudget
 from dovecote.core.message import MAX_PRIORITY, Message, QueueEntry
+from dovecote.core.parking import Parking
 from dovecote.core.policy import AddressPolicy
 from dovecote.core.queue_policy import DeadLetterHook, QueuePolicy
 
 if TYPE_CHECKING:
-    from dovecote.core.ports import DeliverySink, Store
+    from dovecote.core.ports import Store
+    from dovecote.core.selector import Selector
     from dovecote.core.timers import Timers
 
-DEFAULT_PREFETCH = 1000
+__all__ = ["DEFAULT_PREFETCH", "AckMode", "Consumer", "Queue", "consumer_queue"]
+
 _PAGE_SCAN_LIMIT = 10_000  # unwritten entries page_out may step over before giving up
 _PAGE_EVERY = 256  # adds between two paging passes (each pass steps over the unwritten tail)
 
 
-class AckMode:
-    """How a consumer settles deliveries (STOMP's ``ack`` header values)."""
-
-    AUTO = "auto"  # settled when sent
-    CLIENT = "client"  # an ack settles this delivery and every earlier one (cumulative)
-    INDIVIDUAL = "client-individual"  # an ack settles one delivery
-
-    ALL = frozenset({AUTO, CLIENT, INDIVIDUAL})
-
-
-class Consumer:
-    """One subscriber on one queue. The adapter owns it; the queue hands it messages."""
-
-    __slots__ = (
-        "ack_mode",
-        "auto_ack",
-        "in_flight",
-        "key",
-        "paused",
-        "prefetch",
-        "queue",
-        "sink",
-    )
-
-    def __init__(
-        self,
-        key: object,
-        sink: DeliverySink,
-        *,
-        ack_mode: str = AckMode.AUTO,
-        prefetch: int = DEFAULT_PREFETCH,
-    ) -> None:
-        self.key = key  # opaque to the core: the adapter's handle for this subscription
-        self.sink = sink
-        self.ack_mode = ack_mode
-        self.auto_ack = ack_mode == AckMode.AUTO
-        self.prefetch = max(1, prefetch)
-        self.paused = False
-        self.in_flight: dict[int, QueueEntry] = {}  # seq -> entry, in delivery order
-        self.queue: Queue | None = None
-
-    def __repr__(self) -> str:
-        return f"<Consumer {self.key!r} {self.ack_mode} in-flight={len(self.in_flight)}>"
-
-    def has_credit(self) -> bool:
-        return not self.paused and (self.auto_ack or len(self.in_flight) < self.prefetch)
-
-    def find_in_flight(self, message_id: str) -> int | None:
-        """The delivery tag of an unacknowledged message, by its message id (STOMP 1.0/1.1)."""
-        for seq, entry in self.in_flight.items():
-            if entry.message.message_id == message_id:
-                return seq
-        return None
+class _Stalled(Exception):
+    """A paged body could not be read back: dispatch stops until something retries it."""
 
 
 class Queue(QueuePolicy):
-    """Messages for competing consumers: an anycast queue or one topic subscription.
-
-    The policy half (holds, dead letters, expiry, bounds, last values) is
-    :class:`~dovecote.core.queue_policy.QueuePolicy`."""
+    """Messages for competing consumers: an anycast queue or one topic subscription."""
 
     def __init__(
         self,
@@ -113,6 +90,7 @@ class Queue(QueuePolicy):
         now_ms: Callable[[], int],
         budget: MemoryBudget,
         filter_: str | None = None,
+        selector: Selector | None = None,
         temporary_owner: object | None = None,
         policy: AddressPolicy | None = None,
         timers: Timers | None = None,
@@ -123,16 +101,25 @@ class Queue(QueuePolicy):
         self.address = address
         self.durable = durable
         self.filter = filter_  # the topic pattern a subscription queue is bound with
+        self.selector = selector  # a topic subscription's selector: what it enqueues
         self.temporary_owner = temporary_owner
         self._store = store
         self._now_ms = now_ms
         self._budget = budget
-        self._ready: list[deque[QueueEntry]] = [deque() for _ in range(MAX_PRIORITY + 1)]
-        self._ready_count = 0
+        self._ready: list[OrderedDict[int, QueueEntry]] = [
+            OrderedDict() for _ in range(MAX_PRIORITY + 1)
+        ]
+        self._fresh_count = 0
+        self._top = 0  # no fresh entry is above this priority
+        self._parked = Parking()
+        self._ready_count = 0  # fresh + parked
         self._pageable: deque[QueueEntry] = deque()  # persistent entries, oldest first
         self._adds_since_page = 0
-        self._consumers: list[Consumer] = []
-        self._rr = 0
+        self._consumers: list[Consumer] = []  # highest consumer priority first, then oldest
+        self._bands: list[list[Consumer]] = []  # _consumers split by consumer priority
+        self._band_rr: list[int] = []  # per band: where the next round robin starts
+        self._exclusive: Consumer | None = None
+        self._groups = GroupTable()
         self._next_seq = 1
         self._dispatching = False
         self.last_error: str | None = None  # why dispatch last stopped short, if it did
@@ -151,6 +138,11 @@ class Queue(QueuePolicy):
         return self._ready_count
 
     @property
+    def parked_count(self) -> int:
+        """Ready messages that dispatch examined and no consumer could take at the time."""
+        return len(self._parked)
+
+    @property
     def in_flight_count(self) -> int:
         return sum(len(c.in_flight) for c in self._consumers)
 
@@ -161,23 +153,62 @@ class Queue(QueuePolicy):
 
     @property
     def consumers(self) -> tuple[Consumer, ...]:
+        """Attached consumers, highest consumer priority first, then in attach order."""
         return tuple(self._consumers)
+
+    @property
+    def exclusive_consumer(self) -> Consumer | None:
+        """The consumer that receives everything while the queue has an exclusive one."""
+        return self._exclusive
+
+    @property
+    def group_count(self) -> int:
+        return len(self._groups)
+
+    def group_owner(self, group: str) -> Consumer | None:
+        return self._groups.owner(group)
 
     def is_persistent_for(self, message: Message) -> bool:
         """A message is journaled here only if both it and this queue are durable."""
         return self.durable and message.persistent
 
+    def _entries(self) -> Iterator[QueueEntry]:
+        """Ready entries in dispatch order: by priority, parked (oldest first) before fresh."""
+        parked: list[list[QueueEntry]] = [[] for _ in self._ready]
+        for entry in self._parked.entries():
+            parked[entry.message.priority].append(entry)
+        for level in range(MAX_PRIORITY, -1, -1):
+            yield from sorted(parked[level], key=_seq_of)
+            yield from self._ready[level].values()
+
     def browse(self) -> Iterator[Message]:
-        """Ready messages in dispatch order (highest priority first, FIFO within one)."""
-        for level in reversed(self._ready):
-            for entry in level:
-                if entry.ready:
-                    yield entry.message
+        """Ready messages in dispatch order (highest priority first, FIFO within one), as
+        held: a paged-out message has an empty body here (see :meth:`browse_page`)."""
+        for entry in self._entries():
+            yield entry.message
+
+    def browse_page(self, offset: int = 0, limit: int | None = None) -> list[Message]:
+        """Up to ``limit`` ready messages from position ``offset`` in dispatch order, with
+        paged-out bodies read back from the store (raises StoreUnavailable if it cannot).
+        Nothing is removed or marked delivered; bodies read back do not stay in memory."""
+        stop = None if limit is None else offset + max(0, limit)
+        page = []
+        for entry in itertools.islice(self._entries(), max(0, offset), stop):
+            message = entry.message
+            if entry.paged:
+                message = replace(message, body=self._store.load_body(self.name, entry.seq))
+            page.append(message)
+        return page
 
     # --- producing ----------------------------------------------------------------------------
 
     def add(self, message: Message) -> None:
-        """Enqueue ``message`` and dispatch it if a consumer has credit."""
+        """Enqueue ``message`` and dispatch it if a consumer has credit.
+
+        A topic subscription with a selector ignores messages the selector does not match.
+        """
+        if self.selector is not None and not self.selector.matches(message):
+            return
         seq = self._next_seq
         self._next_seq = seq + 1
         self.enqueued += 1
@@ -191,7 +222,11 @@ class Queue(QueuePolicy):
                 # (amortized), or the list would hold every message the queue ever had.
                 self._pageable = deque(e for e in pageable if e.ready and not e.paged)
         self._budget.charge(len(message.body))
-        self._ready[message.priority].append(entry)
+        priority = message.priority
+        self._ready[priority][seq] = entry
+        if priority > self._top or not self._fresh_count:
+            self._top = priority  # (an empty queue: nothing fresh above this one)
+        self._fresh_count += 1
         self._ready_count += 1
         if self._checks_adds or (message.expires and self.policy is not None):
             self._apply_policy_on_add(entry)
@@ -206,12 +241,32 @@ class Queue(QueuePolicy):
         ):
             self.page_out()
 
+    def drop_unselected(self) -> int:
+        """Settle the ready messages this queue's selector does not match (a restored durable
+        subscription learning its selector); returns how many."""
+        selector = self.selector
+        if selector is None:
+            return 0
+        dropped = [e for e in self._entries() if not selector.matches(e.message)]
+        for entry in dropped:
+            if entry.parked:
+                self._parked.unpark(entry)
+            else:
+                del self._ready[entry.message.priority][entry.seq]
+                self._fresh_count -= 1
+            entry.ready = False
+            self._ready_count -= 1
+            self._settle(entry)
+        return len(dropped)
+
     def restore(self, entry: QueueEntry) -> None:
         """Put back an entry recovered from the store (at start-up), keeping its seq."""
         self._budget.charge(len(entry.message.body))
         if not entry.paged:
             self._pageable.append(entry)
-        self._ready[entry.message.priority].append(entry)
+        self._ready[entry.message.priority][entry.seq] = entry
+        self._top = max(self._top, entry.message.priority)
+        self._fresh_count += 1
         self._ready_count += 1
         self._next_seq = max(self._next_seq, entry.seq + 1)
         if entry.message.expires:
@@ -224,14 +279,26 @@ class Queue(QueuePolicy):
 
     def add_consumer(self, consumer: Consumer) -> None:
         consumer.queue = self
-        self._consumers.append(consumer)
+        consumer.parked.clear()
+        # After every consumer of the same or higher priority: attach order within a band.
+        index = len(self._consumers)
+        for i, other in enumerate(self._consumers):
+            if other.priority < consumer.priority:
+                index = i
+                break
+        self._consumers.insert(index, consumer)
+        self._consumers_changed()
         self.dispatch()
 
     def remove_consumer(self, consumer: Consumer) -> None:
-        """Detach ``consumer``; its unacknowledged messages return to the queue, redelivered."""
+        """Detach ``consumer``; its unacknowledged messages return to the queue, redelivered,
+        and the message groups it owned are free to go to another consumer."""
         if consumer in self._consumers:
             self._consumers.remove(consumer)
         consumer.queue = None
+        consumer.parked.clear()
+        self._groups.forget(consumer)
+        self._consumers_changed()
         entries = list(consumer.in_flight.values())
         consumer.in_flight.clear()
         self._return(entries, nacked=False)
@@ -239,7 +306,22 @@ class Queue(QueuePolicy):
 
     def resume(self, consumer: Consumer) -> None:
         consumer.paused = False
+        self._parked.credit_back(consumer)
         self.dispatch()
+
+    def _consumers_changed(self) -> None:
+        """Recompute bands and the exclusive consumer; parked entries are examined again."""
+        bands: list[list[Consumer]] = []
+        for consumer in self._consumers:
+            if bands and bands[-1][0].priority == consumer.priority:
+                bands[-1].append(consumer)
+            else:
+                bands.append([consumer])
+        old = self._band_rr
+        self._bands = bands
+        self._band_rr = [old[i] if i < len(old) else 0 for i in range(len(bands))]
+        self._exclusive = next((c for c in self._consumers if c.exclusive), None)
+        self._to_front(self._parked.release_all(self._consumers))
 
     # --- settling -----------------------------------------------------------------------------
 
@@ -258,6 +340,7 @@ class Queue(QueuePolicy):
         for s in settled:
             entry = consumer.in_flight.pop(s)
             self._settle(entry)
+        self._parked.credit_back(consumer)
         self.dispatch()
         return len(settled)
 
@@ -274,20 +357,21 @@ class Queue(QueuePolicy):
         else:
             returned = [seq]
         self._return([consumer.in_flight.pop(s) for s in returned], nacked=True)
+        self._parked.credit_back(consumer)
         self.dispatch()
         return len(returned)
 
     def purge(self) -> int:
         """Drop every waiting message (in-flight ones stay with their consumers)."""
         count = 0
+        for entry in list(self._entries()):
+            entry.ready = False
+            entry.parked = False
+            self._settle(entry)
+            count += 1
         for level in self._ready:
-            while level:
-                entry = level.popleft()
-                if not entry.ready:
-                    continue  # a tombstone: already settled
-                entry.ready = False
-                self._settle(entry)
-                count += 1
+            level.clear()
+        self._parked.release_all(self._consumers)
         held, self._held = self._held, {}
         for entry in held.values():
             self._settle(entry)
@@ -295,76 +379,197 @@ class Queue(QueuePolicy):
         self._pageable.clear()
         self._expiring.clear()
         self._last_values.clear()
+        self._fresh_count = 0
         self._ready_count = 0
-        self._tombstones = 0
         return count
 
     # --- dispatch -----------------------------------------------------------------------------
 
     def dispatch(self) -> None:
-        """Hand ready messages to consumers with credit, round robin, until either runs out."""
-        if self._dispatching or not self._ready_count:
+        """Hand ready messages to consumers with credit until either runs out."""
+        if self._dispatching or not self._ready_count or not self._consumers:
             return
         self._dispatching = True
         try:
-            consumers = self._consumers
-            while self._ready_count and consumers:
-                count = len(consumers)
-                start = self._rr % count
-                for i in range(count):
-                    consumer = consumers[(start + i) % count]
-                    if consumer.has_credit():
-                        self._rr = start + i + 1
-                        break
+            ready = self._ready
+            while self._ready_count:
+                if self._fresh_count:
+                    top = self._top
+                    while not ready[top]:
+                        top -= 1
+                    self._top = top
                 else:
+                    top = -1
+                if self._parked.has_candidates() and self._serve_parked(top):
+                    continue
+                if top < 0:
                     return
-                entry = self._pop()
-                if entry is None:
+                level = ready[top]
+                seq, entry = level.popitem(last=False)
+                self._fresh_count -= 1
+                if entry.message.expires and self._drop_if_expired(entry):
+                    continue
+                properties = entry.message.properties
+                group = properties.get(GROUP_ID) if properties else None
+                consumer = self._route(entry, group)
+                if consumer is _PARKED:
+                    continue
+                if consumer is None:
+                    # Nobody has credit: leave it (and the rest) unexamined.
+                    level[seq] = entry
+                    level.move_to_end(seq, last=False)
+                    self._fresh_count += 1
                     return
-                entry.delivery_count += 1
-                if consumer.auto_ack:
-                    self._settle(entry)
-                else:
-                    consumer.in_flight[entry.seq] = entry
-                    if self.durable and entry.message.persistent:
-                        # Lets recovery mark it redelivered if the ack never became durable.
-                        self._store.record_delivery(self.name, entry.seq, entry.delivery_count)
-                consumer.sink.deliver(consumer, entry)
+                try:
+                    self._deliver(entry, consumer, group)
+                except _Stalled:
+                    level[seq] = entry
+                    level.move_to_end(seq, last=False)
+                    self._fresh_count += 1
+                    return
+        except _Stalled:
+            return
         finally:
             self._dispatching = False
 
-    def _pop(self) -> QueueEntry | None:
-        """The next deliverable entry (its body paged back in); expired ones are dropped."""
-        now = 0
-        for level in reversed(self._ready):
-            while level:
-                entry = level.popleft()
-                if not entry.ready:
-                    self._tombstones -= 1  # removed in place earlier
+    def _has_any_credit(self) -> bool:
+        for consumer in self._consumers:
+            if not consumer.paused and (
+                consumer.auto_ack or len(consumer.in_flight) < consumer.prefetch
+            ):
+                return True
+        return False
+
+    def _may_take(self, consumer: Consumer, entry: QueueEntry) -> bool:
+        exclusive = self._exclusive
+        if exclusive is not None and consumer is not exclusive:
+            return False
+        group = entry.message.properties.get(GROUP_ID)
+        if group is not None:
+            owner = self._groups.owner(group)
+            if owner is not None and owner is not consumer:
+                return False
+        return consumer.is_interested_in(entry)
+
+    def _route(self, entry: QueueEntry, group: str | None) -> Consumer | None:
+        """The consumer with credit that gets ``entry`` now; else ``entry`` is parked for the
+        consumers that may take it later and _PARKED is returned; or None, untouched, when no
+        consumer at all has credit. Each selector is evaluated at most once here."""
+        only = self._exclusive
+        pinned = None
+        if only is None and group is not None:
+            only = self._groups.owner(group)
+            pinned = group
+        if only is not None:
+            if not only.is_interested_in(entry):
+                waiting: list[Consumer] = []
+            elif only.has_credit():
+                return only
+            else:
+                waiting = [only]
+            if not self._has_any_credit():
+                return None
+            self._parked.park(entry, waiting, pinned)
+            return _PARKED
+        message = entry.message
+        band_rr = self._band_rr
+        any_credit = False
+        for i, band in enumerate(self._bands):
+            count = len(band)
+            start = band_rr[i]
+            for k in range(count):
+                j = (start + k) % count
+                consumer = band[j]
+                if consumer.paused or (
+                    not consumer.auto_ack and len(consumer.in_flight) >= consumer.prefetch
+                ):
                     continue
-                self._ready_count -= 1
-                entry.ready = False
-                expires = entry.message.expires
-                if expires:
-                    now = now or self._now_ms()
-                    if now >= expires:
-                        self._expire(entry)
-                        continue
-                if entry.paged:
-                    try:
-                        body = self._store.load_body(self.name, entry.seq)
-                    except StoreUnavailable as exc:
-                        # Never lose it: put it back and stop dispatching until a retry.
-                        entry.ready = True
-                        level.appendleft(entry)
-                        self._ready_count += 1
-                        self.last_error = exc.message
-                        return None
-                    entry.message = replace(entry.message, body=body)
-                    entry.paged = False
-                    self._budget.page_in(len(body))
-                return entry
-        return None
+                any_credit = True
+                selector = consumer.selector
+                if selector is None or selector.matches(message):
+                    band_rr[i] = j + 1
+                    return consumer
+        if not any_credit:
+            return None
+        # Consumers with credit do not want it (their selectors said no): park it for those
+        # without credit that do, evaluating only their selectors.
+        self._parked.park(
+            entry,
+            [c for c in self._consumers if not c.has_credit() and c.is_interested_in(entry)],
+        )
+        return _PARKED
+
+    def _serve_parked(self, top: int) -> bool:
+        """Deliver one parked entry of priority >= ``top`` to a consumer with credit that
+        waits for it; True if an entry left the queue (delivered or expired)."""
+        found = self._parked.next_for(top, self, self._may_take)
+        if found is None:
+            return False
+        consumer, entry = found
+        if self._drop_if_expired(entry):
+            return True
+        try:
+            self._deliver(entry, consumer, entry.message.properties.get(GROUP_ID))
+        except _Stalled:
+            self._parked.park(entry, [consumer])
+            raise
+        return True
+
+    def _to_front(self, entries: list[QueueEntry]) -> None:
+        """Put unparked entries back at the front of their priority levels, oldest first."""
+        if not entries:
+            return
+        ready = self._ready
+        for entry in sorted(entries, key=_seq_of, reverse=True):
+            level = ready[entry.message.priority]
+            level[entry.seq] = entry
+            level.move_to_end(entry.seq, last=False)
+        self._fresh_count += len(entries)
+        self._top = MAX_PRIORITY
+
+    def _drop_if_expired(self, entry: QueueEntry) -> bool:
+        """Take ``entry`` (out of ready by the caller) away if it has expired: to the
+        dead-letter queue or nowhere, per policy."""
+        expires = entry.message.expires
+        if expires and self._now_ms() >= expires:
+            entry.ready = False
+            self._ready_count -= 1
+            self._expire(entry)
+            return True
+        return False
+
+    def _deliver(self, entry: QueueEntry, consumer: Consumer, group: str | None) -> None:
+        """Hand ``entry`` (taken out of ready by the caller) to ``consumer``; raises _Stalled,
+        leaving the entry untouched, if its body cannot be read back."""
+        if entry.paged:
+            try:
+                body = self._store.load_body(self.name, entry.seq)
+            except StoreUnavailable as exc:
+                # Never lose it: the caller puts it back; dispatch stops until a retry.
+                self.last_error = exc.message
+                raise _Stalled from None
+            entry.message = replace(entry.message, body=body)
+            entry.paged = False
+            self._budget.page_in(len(body))
+        entry.ready = False
+        self._ready_count -= 1
+        entry.delivery_count += 1
+        if group is not None:
+            if is_group_end(entry.message.properties.get(GROUP_SEQ)):
+                self._groups.close(group)
+                self._to_front(self._parked.release_group(group))
+            elif self._groups.owner(group) is not consumer:
+                evicted = self._groups.assign(group, consumer)
+                if evicted is not None:
+                    self._to_front(self._parked.release_group(evicted))
+        if consumer.auto_ack:
+            self._settle(entry)
+        else:
+            consumer.in_flight[entry.seq] = entry
+            if self.durable and entry.message.persistent:
+                # Lets recovery mark it redelivered if the ack never became durable.
+                self._store.record_delivery(self.name, entry.seq, entry.delivery_count)
+        consumer.sink.deliver(consumer, entry)
 
     def page_out(self) -> int:
         """Drop bodies already in the store from memory, newest first, while over the
@@ -391,18 +596,34 @@ class Queue(QueuePolicy):
         return paged
 
     def _requeue(self, entries: list[QueueEntry]) -> None:
-        for entry in sorted(entries, key=lambda e: e.seq, reverse=True):
+        ready = self._ready
+        for entry in sorted(entries, key=_seq_of, reverse=True):
             entry.ready = True
-            self._ready[entry.message.priority].appendleft(entry)
-            self._ready_count += 1
-            if entry.message.expires and self.policy is not None:
-                self._watch_expiry(entry)  # the reaper dropped it while it was away
+            entry.parked = False
+            level = ready[entry.message.priority]
+            level[entry.seq] = entry
+            level.move_to_end(entry.seq, last=False)
+        self._top = MAX_PRIORITY
+        self._fresh_count += len(entries)
+        self._ready_count += len(entries)
+        if self.policy is not None:
+            for entry in entries:
+                if entry.message.expires:
+                    self._watch_expiry(entry)  # the reaper dropped it while it was away
 
     def _settle(self, entry: QueueEntry) -> None:
         self.dequeued += 1
         self._budget.release(len(entry.message.body))
         if self.durable and entry.message.persistent:
             self._store.record_ack(self.name, entry.seq)
+
+
+def _seq_of(entry: QueueEntry) -> int:
+    return entry.seq
+
+
+# What _route returns for an entry it parked (a sentinel no consumer can be).
+_PARKED: Consumer = cast("Consumer", object())
 
 
 def consumer_queue(consumer: Consumer) -> Queue:

@@ -9,9 +9,8 @@ state (``_ready``, ``_ready_count``, ``_settle``, ``_requeue``, ``dispatch``) an
 - ``_expiring``: a heap of (expires, n, entry) for ready entries that can expire; the reaper
   pops what is due, skipping entries no longer ready; rebuilt when mostly stale.
 - ``_last_values``: the latest entry per value of the policy's ``last_value_key``.
-- Tombstones: an entry taken out of the middle of ``ready`` keeps its place in its deque with
-  ``entry.ready`` False (``_ready_count`` already excludes it) until dispatch pops it; the deques
-  are rebuilt when tombstones outnumber live entries by 1024.
+- An entry taken out of the middle of ``ready`` (expired, replaced, dropped by overflow) leaves
+  its priority level's map, or the queue's parking, at once (:meth:`QueuePolicy._remove_ready`).
 
 A queue without a policy (``policy=None``) redelivers at once, forever, and never bounds.
 """
@@ -19,7 +18,7 @@ A queue without a policy (``policy=None``) redelivers at once, forever, and neve
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -27,6 +26,7 @@ from dovecote.core.message import QueueEntry
 from dovecote.core.policy import AddressPolicy, ExpiredAction, Overflow
 
 if TYPE_CHECKING:
+    from dovecote.core.parking import Parking
     from dovecote.core.timers import Timers
 
 # Moves an entry that left its queue for good to the dead-letter queue (the router does it).
@@ -39,7 +39,9 @@ class QueuePolicy:
     durable: bool
     filter: str | None
     expired: int
-    _ready: list[deque[QueueEntry]]
+    _ready: list[OrderedDict[int, QueueEntry]]  # fresh entries, per priority, by seq
+    _parked: Parking
+    _fresh_count: int
     _ready_count: int
     _now_ms: Callable[[], int]
 
@@ -59,7 +61,6 @@ class QueuePolicy:
         self._held: dict[int, QueueEntry] = {}  # seq -> entry waiting out a redelivery delay
         self._expiring: list[tuple[int, int, QueueEntry]] = []  # heap: (expires, n, entry)
         self._watch_order = 0
-        self._tombstones = 0
         self._last_values: dict[str, QueueEntry] = {}
         self.bounded = policy is not None and policy.max_messages > 0
         self._checks_adds = policy is not None and (
@@ -205,24 +206,27 @@ class QueuePolicy:
                 self._settle(oldest)
 
     def _oldest_ready(self) -> QueueEntry | None:
+        """The ready entry with the lowest seq: the first of some priority level, or a
+        parked one (few, normally: those no consumer with credit wanted)."""
         best: QueueEntry | None = None
         for level in self._ready:
-            while level and not level[0].ready:
-                level.popleft()
-                self._tombstones -= 1
-            if level and (best is None or level[0].seq < best.seq):
-                best = level[0]
+            if level:
+                first = next(iter(level.values()))
+                if best is None or first.seq < best.seq:
+                    best = first
+        parked = self._parked.oldest()
+        if parked is not None and (best is None or parked.seq < best.seq):
+            best = parked
         return best
 
     def _remove_ready(self, entry: QueueEntry) -> None:
-        """Take a ready entry out in place: it stays in its deque as a tombstone."""
+        """Take a ready entry out of the queue (the caller settles or moves it)."""
+        if entry.parked:
+            self._parked.unpark(entry)
+        elif self._ready[entry.message.priority].pop(entry.seq, None) is not None:
+            self._fresh_count -= 1
         entry.ready = False
         self._ready_count -= 1
-        self._tombstones += 1
-        if self._tombstones > self._ready_count + 1024:
-            for i, level in enumerate(self._ready):
-                self._ready[i] = deque(e for e in level if e.ready)
-            self._tombstones = 0
 
     def _watch_expiry(self, entry: QueueEntry) -> None:
         heap = self._expiring

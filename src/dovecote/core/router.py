@@ -17,6 +17,12 @@ created. The router applies a policy's default TTL and refuses a send to a full
 letters to their dead-letter queue (message added there and removed from its queue in one
 atomic store group), and runs the expiry reaper on :attr:`Router.timers` every
 ``expiry_check_ms`` while some queue holds a message that can expire.
+A topic subscription's selector belongs to its queue: a message it does not match is not
+enqueued. A durable subscription's selector is recorded with it in the store and restored at
+start-up. Subscribing again with a different selector (or topic) replaces the durable
+subscription, as in JMS. A recorded selector this build cannot compile leaves the restored
+subscription's selector unknown: it adopts the selector its consumer next subscribes with and
+drops the messages, enqueued meanwhile, that the selector does not match.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from dovecote.core.policy import (
 from dovecote.core.ports import Clock, Store
 from dovecote.core.queue import Consumer, Queue
 from dovecote.core.queue_policy import QueuePolicy
+from dovecote.core.selector import Selector, SelectorError, compile_selector
 from dovecote.core.timers import TimerHandle, Timers
 
 DEFAULT_EXPIRY_CHECK_MS = 1000
@@ -79,6 +86,7 @@ class Router:
         self._topic_cache: dict[str, tuple[Queue, ...]] = {}
         self._owned: dict[object, set[str]] = {}
         self._client_ids: dict[str, object] = {}
+        self._selector_unknown: set[str] = set()  # restored durable subscriptions
         self._ids = itertools.count(1)
         self._id_prefix = f"ID:{node_id}-"
 
@@ -232,6 +240,7 @@ class Router:
         address: str,
         durable: bool,
         filter_: str | None = None,
+        selector: Selector | None = None,
         temporary_owner: object | None = None,
     ) -> Queue:
         return Queue(
@@ -242,6 +251,7 @@ class Router:
             now_ms=self.clock.now_ms,
             budget=self.budget,
             filter_=filter_,
+            selector=selector,
             temporary_owner=temporary_owner,
             policy=self.policies.policy_for(address),
             timers=self.timers,
@@ -326,43 +336,75 @@ class Router:
         return queue
 
     def subscribe_topic(
-        self, pattern: str, consumer: Consumer, *, durable_name: str | None = None
+        self,
+        pattern: str,
+        consumer: Consumer,
+        *,
+        durable_name: str | None = None,
     ) -> Queue:
-        """Attach ``consumer`` to a new subscription of ``pattern`` (or its durable one)."""
+        """Attach ``consumer`` to a new subscription of ``pattern`` (or its durable one).
+
+        The consumer's selector becomes the subscription's: it decides what is enqueued (the
+        consumer itself then filters nothing more).
+        """
         if not is_valid_pattern(pattern):
             raise InvalidRequest(f"invalid topic pattern {pattern!r}")
+        selector, consumer.selector = consumer.selector, None
         if durable_name is None:
             queue = self._new_queue(
                 f"subscription:{id(consumer):x}",
                 address=pattern,
                 durable=False,
                 filter_=pattern,
+                selector=selector,
                 temporary_owner=consumer,
             )
             self._bind(queue)
         else:
-            queue = self._durable_subscription(durable_name, pattern)
+            queue = self._durable_subscription(durable_name, pattern, selector)
             if queue.consumers:
+                consumer.selector = selector
                 raise Conflict(f"durable subscription {durable_name!r} already has a consumer")
         queue.add_consumer(consumer)
         return queue
 
-    def _durable_subscription(self, name: str, pattern: str) -> Queue:
+    def _durable_subscription(self, name: str, pattern: str, selector: Selector | None) -> Queue:
         queue = self._durable_subscriptions.get(name)
         if queue is not None and queue.filter == pattern:
-            return queue
+            if name in self._selector_unknown:
+                self._selector_unknown.discard(name)
+                queue.selector = selector
+                queue.drop_unselected()
+                return queue
+            if _selector_text(queue.selector) == _selector_text(selector):
+                return queue
         if queue is not None:
-            # Same name, new topic: the old subscription is replaced (as in JMS).
+            # Same name, new topic or selector: the old subscription is replaced (as in JMS).
             self.delete_durable_subscription(name)
-        queue = self._new_queue(name, address=pattern, durable=True, filter_=pattern)
+        queue = self._new_queue(
+            name, address=pattern, durable=True, filter_=pattern, selector=selector
+        )
         self._durable_subscriptions[name] = queue
-        self.store.record_queue(name, pattern, pattern)
+        if selector is None:
+            self.store.record_queue(name, pattern, pattern)
+        else:
+            self.store.record_queue(name, pattern, pattern, selector.text)
         self._bind(queue)
         return queue
 
-    def restore_durable_subscription(self, name: str, pattern: str) -> Queue:
+    def restore_durable_subscription(
+        self, name: str, pattern: str, selector_text: str | None = None
+    ) -> Queue:
         """Recreate a durable subscription found in the store (start-up; not re-recorded)."""
-        queue = self._new_queue(name, address=pattern, durable=True, filter_=pattern)
+        selector = None
+        if selector_text is not None:
+            try:
+                selector = compile_selector(selector_text)
+            except SelectorError:
+                self._selector_unknown.add(name)  # see the module docstring
+        queue = self._new_queue(
+            name, address=pattern, durable=True, filter_=pattern, selector=selector
+        )
         self._durable_subscriptions[name] = queue
         self._bind(queue)
         return queue
@@ -380,6 +422,7 @@ class Router:
         if queue.consumers:
             raise Conflict(f"durable subscription {name!r} has an active consumer")
         del self._durable_subscriptions[name]
+        self._selector_unknown.discard(name)
         self._unbind(queue)
         self._close_queue(queue)
 
@@ -416,3 +459,7 @@ def _full(queue: QueuePolicy) -> ResourceLimitExceeded:
 
 def _with_ttl(message: Message, ttl_ms: int, now_ms: int) -> Message:
     return replace(message, expires=(message.timestamp or now_ms) + ttl_ms)
+
+
+def _selector_text(selector: Selector | None) -> str | None:
+    return None if selector is None else selector.text

@@ -312,3 +312,16 @@ def like_matcher(pattern: str, escape: str | None, column: int) -> Callable[[str
         return True
 
     return like
+
+
+def simple_equality(tokens: list[Token]) -> tuple[str, str] | None:
+    """(identifier, string) if ``tokens`` are exactly ``identifier = 'string'`` (or the other
+    way round), else None."""
+    if len(tokens) != 4 or not tokens[1].is_operator("="):
+        return None
+    left, right = tokens[0], tokens[2]
+    if left.kind is TokenKind.STRING:
+        left, right = right, left
+    if left.kind is TokenKind.IDENT and right.kind is TokenKind.STRING:
+        return left.text, right.text
+    return None

@@ -19,6 +19,7 @@ from dovecote.store.record import (
     decode_message_added,
     decode_name,
     decode_queue_created,
+    decode_queue_selector,
     decode_queue_seq,
     read_record,
 )
@@ -69,6 +70,9 @@ def describe(kind: RecordType, payload: bytes) -> str:
     if kind is RecordType.QUEUE_CREATED:
         name, address, filter_, queue_kind = decode_queue_created(payload)
         bound = f" filter={filter_}" if filter_ else ""
+        selector = decode_queue_selector(payload)
+        if selector is not None:
+            bound += f" selector={selector!r}"
         return f"QUEUE_CREATED {name} address={address}{bound} kind={queue_kind.name.lower()}"
     if kind is RecordType.QUEUE_DELETED:
         return f"QUEUE_DELETED {decode_name(payload)}"

@@ -152,9 +152,11 @@ class Journal:
     def is_available(self) -> bool:
         return self.available
 
-    def record_queue(self, name: str, address: str, filter_: str | None) -> None:
+    def record_queue(
+        self, name: str, address: str, filter_: str | None, selector: str | None = None
+    ) -> None:
         kind = QueueKind.QUEUE if filter_ is None else QueueKind.DURABLE_SUBSCRIPTION
-        record = encode_queue_created(name, address, filter_, kind)
+        record = encode_queue_created(name, address, filter_, kind, selector)
         old = self._queue_defs.get(name)
         if old is not None:
             self._release(old[1], len(old[0]))
@@ -491,7 +493,11 @@ class Journal:
         self._refs = {s: set(r) for s, r in state.references.items()}
         for queue_state in state.queues.values():
             record = encode_queue_created(
-                queue_state.name, queue_state.address, queue_state.filter, queue_state.kind
+                queue_state.name,
+                queue_state.address,
+                queue_state.filter,
+                queue_state.kind,
+                queue_state.selector,
             )
             self._queue_defs[queue_state.name] = (record, queue_state.segment)
             self._hold(queue_state.segment, len(record))

@@ -31,7 +31,9 @@ class MemoryStore:
     def end_atomic(self) -> None:
         return None
 
-    def record_queue(self, name: str, address: str, filter_: str | None) -> None:
+    def record_queue(
+        self, name: str, address: str, filter_: str | None, selector: str | None = None
+    ) -> None:
         return None
 
     def forget_queue(self, name: str) -> None:

@@ -30,7 +30,10 @@ MAX_RECORD_PAYLOAD = 256 * 1024 * 1024  # anything larger is corruption, not a r
 
 
 class RecordType(IntEnum):
-    QUEUE_CREATED = 1  # name str16 | address str16 | filter str16 ("" = none) | kind u8
+    # QUEUE_CREATED: name str16 | address str16 | filter str16 ("" = none) | kind u8, then
+    # optionally selector str16 (a durable subscription's selector; absent = none). Readers
+    # that predate the selector ignore it; records without one are byte-identical to before.
+    QUEUE_CREATED = 1
     QUEUE_DELETED = 2  # name str16
     MESSAGE_ADDED = 3  # queue str16 | seq u64 | message (see encode_message)
     MESSAGE_ACKED = 4  # queue str16 | seq u64
@@ -178,9 +181,13 @@ class _Reader:
         return chunk
 
 
-def encode_queue_created(name: str, address: str, filter_: str | None, kind: QueueKind) -> bytes:
-    payload = b"".join((_str16(name), _str16(address), _str16(filter_ or ""), bytes((kind,))))
-    return frame_record(RecordType.QUEUE_CREATED, payload)
+def encode_queue_created(
+    name: str, address: str, filter_: str | None, kind: QueueKind, selector: str | None = None
+) -> bytes:
+    fields = [_str16(name), _str16(address), _str16(filter_ or ""), bytes((kind,))]
+    if selector is not None:
+        fields.append(_str16(selector))
+    return frame_record(RecordType.QUEUE_CREATED, b"".join(fields))
 
 
 def decode_queue_created(payload: bytes) -> tuple[str, str, str | None, QueueKind]:
@@ -191,6 +198,15 @@ def decode_queue_created(payload: bytes) -> tuple[str, str, str | None, QueueKin
     except ValueError:
         raise CorruptRecord("unknown queue kind") from None
     return name, address, filter_ or None, kind
+
+
+def decode_queue_selector(payload: bytes) -> str | None:
+    """The optional selector after a QUEUE_CREATED payload's fixed fields (None if absent)."""
+    r = _Reader(payload)
+    r.str16(), r.str16(), r.str16(), r.u8()
+    if r.pos == len(payload):
+        return None
+    return r.str16()
 
 
 def encode_name(kind: RecordType, name: str) -> bytes:

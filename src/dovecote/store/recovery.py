@@ -31,6 +31,7 @@ from dovecote.store.record import (
     decode_message_added,
     decode_name,
     decode_queue_created,
+    decode_queue_selector,
     decode_queue_seq,
     read_record,
 )
@@ -72,6 +73,7 @@ class RecoveredQueue:
     kind: QueueKind
     segment: int  # where its QUEUE_CREATED record is (-1: not seen yet)
     messages: dict[int, RecoveredMessage] = field(default_factory=dict)
+    selector: str | None = None  # a durable subscription's selector text
 
     @property
     def is_defined(self) -> bool:
@@ -131,13 +133,16 @@ class _Replayer:
         queues = self.state.queues
         if kind is RecordType.QUEUE_CREATED:
             name, address, filter_, queue_kind = decode_queue_created(payload)
+            selector = decode_queue_selector(payload)
             existing = queues.get(name)
             if existing is not None and not existing.is_defined:
                 # Its messages came first: evacuation rewrites a definition after them.
                 existing.address, existing.filter, existing.kind = address, filter_, queue_kind
-                existing.segment = segment
-            elif existing is None or existing.filter != filter_:
-                queues[name] = RecoveredQueue(name, address, filter_, queue_kind, segment)
+                existing.segment, existing.selector = segment, selector
+            elif existing is None or existing.filter != filter_ or existing.selector != selector:
+                queues[name] = RecoveredQueue(
+                    name, address, filter_, queue_kind, segment, selector=selector
+                )
             else:
                 existing.segment = segment
         elif kind is RecordType.QUEUE_DELETED:
