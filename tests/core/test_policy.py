@@ -18,6 +18,7 @@ from dovecote.core.policy import (
 )
 from dovecote.core.queue import AckMode, Consumer
 from dovecote.core.router import Router
+from dovecote.core.selector import compile_selector
 from dovecote.core.timers import Timers
 from dovecote.store.memory import MemoryStore
 
@@ -616,3 +617,58 @@ def test_paged_out_expired_message_is_dead_lettered_with_its_body(readable: bool
     else:
         assert dlq is None  # it cannot be read back: dropped rather than stall the reaper
         assert queue.dropped == 1
+
+
+# --- policies meet dispatch: entries parked because no selector wanted them -----------------
+
+
+def _red_consumer(h: Harness) -> Consumer:
+    consumer = Consumer(
+        "red",
+        h.sink,
+        ack_mode=AckMode.INDIVIDUAL,
+        prefetch=100,
+        selector=compile_selector("color = 'red'"),
+    )
+    h.router.consume_queue("orders", consumer)
+    return consumer
+
+
+def test_the_reaper_takes_a_parked_message_out_of_the_parking() -> None:
+    h = Harness()
+    _red_consumer(h)
+    h.send("blue", properties={"color": "blue"}, expires=h.clock.now + 100)
+    queue = h.router.queue("orders")
+    assert queue is not None
+    assert queue.parked_count == 1  # nobody wants it
+    h.advance(2000)
+    assert queue.ready_count == 0
+    assert queue.parked_count == 0
+    dlq = h.router.queue("ActiveMQ.DLQ")
+    assert dlq is not None
+    assert [m.message_id for m in dlq.browse()] == ["blue"]
+    h.send("red", properties={"color": "red"})
+    assert h.sink.ids() == [("red", 1)]
+
+
+def test_drop_oldest_drops_a_parked_message_first_when_it_is_the_oldest() -> None:
+    h = Harness(("orders", AddressPolicy(max_messages=2, overflow=Overflow.DROP_OLDEST)))
+    _red_consumer(h)
+    for n in range(1, 4):
+        h.send(f"blue{n}", properties={"color": "blue"})
+    queue = h.router.queue("orders")
+    assert queue is not None
+    assert [m.message_id for m in queue.browse()] == ["blue2", "blue3"]
+    assert queue.ready_count == queue.parked_count == 2
+    assert queue.dropped == 1
+
+
+def test_a_last_value_replaces_a_parked_message() -> None:
+    h = Harness(("orders", AddressPolicy(last_value_key="symbol")))
+    _red_consumer(h)
+    h.send("a1", properties={"color": "blue", "symbol": "ACME"})
+    h.send("a2", properties={"color": "red", "symbol": "ACME"})
+    queue = h.router.queue("orders")
+    assert queue is not None
+    assert h.sink.ids() == [("a2", 1)]
+    assert queue.ready_count == queue.parked_count == 0
