@@ -35,7 +35,7 @@ def test_the_documented_example_loads(tmp_path: Path) -> None:
     assert config.listen == ("stomp://127.0.0.1:61613",)
     assert config.data_dir == tmp_path / "data"
     assert config.journal.sync is SyncPolicy.ALWAYS
-    assert config.memory_limit == 256 * 2**20
+    assert config.memory_limit == 1024 * 2**20
     policies = config.policies
     assert policies.default == DEFAULT_POLICY
     orders = policies.policy_for("orders.eu")
