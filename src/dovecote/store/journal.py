@@ -37,6 +37,7 @@ from dovecote.store.record import (
     QueueKind,
     RecordType,
     decode_message_added,
+    encode_duplicate_id,
     encode_group,
     encode_message_added,
     encode_name,
@@ -90,6 +91,7 @@ class Journal:
         self._refs: dict[int, set[int]] = {}
         self._locations: dict[str, dict[int, int]] = {}  # queue -> seq -> segment<<32 | size
         self._queue_defs: dict[str, tuple[bytes, int]] = {}  # name -> (record, segment)
+        self._duplicates: dict[tuple[str, str], tuple[bytes, int]] = {}  # (address, id) -> same
         self._delivered: dict[str, dict[int, int]] = {}  # queue -> seq -> delivery count
         self._evacuating: int | None = None
 
@@ -220,6 +222,10 @@ class Journal:
 
     def load_body(self, queue: str, seq: int) -> bytes:
         """Read a paged-out message body back from its segment (page cache, usually)."""
+        return self.load_message(queue, seq).body
+
+    def load_message(self, queue: str, seq: int) -> Message:
+        """Read a message back from its MESSAGE_ADDED record."""
         key = (queue, seq)
         packed = self._moving.get(key) or self._locations.get(queue, {}).get(seq)
         if packed is None or _offset_of(packed) == 0:
@@ -234,7 +240,19 @@ class Journal:
         record = read_record(data, 0)
         if record is None or record[0] is not RecordType.MESSAGE_ADDED:
             raise StoreUnavailable(f"message {queue}#{seq} could not be read back")
-        return decode_message_added(record[1])[2].body
+        return decode_message_added(record[1])[2]
+
+    def record_duplicate_id(self, address: str, seq: int, duplicate_id: str) -> None:
+        record = encode_duplicate_id(address, seq, duplicate_id)
+        self.forget_duplicate_id(address, duplicate_id)
+        self._append(record)
+        self._hold(self._segment, len(record))
+        self._duplicates[(address, duplicate_id)] = (record, self._segment)
+
+    def forget_duplicate_id(self, address: str, duplicate_id: str) -> None:
+        old = self._duplicates.pop((address, duplicate_id), None)
+        if old is not None:
+            self._release(old[1], len(old[0]))
 
     def begin_atomic(self) -> None:
         self._group_ids += 1
@@ -457,6 +475,12 @@ class Journal:
                 self._append(record)
                 self._hold(self._segment, len(record))
                 self._queue_defs[name] = (record, self._segment)
+        for key, (record, where) in list(self._duplicates.items()):
+            if where == segment:
+                self._release(where, len(record))
+                self._append(record)
+                self._hold(self._segment, len(record))
+                self._duplicates[key] = (record, self._segment)
         for (name, seq), record in records.items():
             packed = self._locations.get(name, {}).get(seq)
             if packed is None or _segment_of(packed) != segment:
@@ -501,6 +525,11 @@ class Journal:
                 self._hold(item.segment, item.size)
                 if item.delivery_count:
                     self._delivered.setdefault(queue_state.name, {})[seq] = item.delivery_count
+        for address, ids in state.duplicate_ids.items():
+            for duplicate_id, found in ids.items():
+                record = encode_duplicate_id(address, found.seq, duplicate_id)
+                self._duplicates[(address, duplicate_id)] = (record, found.segment)
+                self._hold(found.segment, len(record))
 
 
 def _pack(segment: int, size: int, offset: int = 0) -> int:
