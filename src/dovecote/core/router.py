@@ -10,21 +10,54 @@ Names (protocol-neutral, ActiveMQ style):
 
 Sending to a topic nobody subscribes to drops the message, as topics do. Routing a topic
 address walks the trie once and caches the answer until subscriptions change.
+
+Also routed here (issue #4):
+- Virtual topics: a queue named ``Consumer.<name>.VirtualTopic.<rest>`` (ActiveMQ's default
+  ``Consumer.*.VirtualTopic.>``) is also bound to topic ``VirtualTopic.<rest>``: every such
+  queue gets a copy of what is sent to the topic, and its consumers share it.
+- Scheduled delivery (:mod:`dovecote.core.scheduler`) and duplicate detection
+  (:mod:`dovecote.core.dedup`), both keyed on message properties.
+- Composite sends (:meth:`Router.send_all`): one message to several addresses, atomically.
+- Advisory messages (:mod:`dovecote.core.advisory`) through :meth:`Router.advise`.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
+from dovecote.core import advisory
+from dovecote.core.dedup import DEFAULT_CACHE_SIZE, DuplicateCache, cache_key, duplicate_id_of
 from dovecote.core.errors import Conflict, InvalidRequest, NotFound, StoreUnavailable
 from dovecote.core.limits import MemoryBudget
 from dovecote.core.matching import TopicTrie, is_valid_pattern, is_wildcard
 from dovecote.core.message import Message, RoutingType
 from dovecote.core.ports import Clock, Store
 from dovecote.core.queue import Consumer, Queue
+from dovecote.core.scheduler import (
+    DEFAULT_HOLD_LIMIT,
+    SCHEDULE_PROPERTIES,
+    Scheduler,
+    schedule_of,
+)
 
 _TOPIC_CACHE_LIMIT = 10_000
+_RESERVED_PREFIX = "$dovecote."  # internal queues; clients may not use these names
+VIRTUAL_TOPIC_PREFIX = "VirtualTopic."
+# Properties that make a send more than routing: scheduling or duplicate detection.
+_SPECIAL_PROPERTIES = SCHEDULE_PROPERTIES | {"_AMQ_DUPL_ID", "dovecote-dedup-id"}
+
+
+def virtual_topic_of(queue_name: str) -> str | None:
+    """``VirtualTopic.Orders`` for a queue ``Consumer.A.VirtualTopic.Orders``; else None."""
+    if not queue_name.startswith("Consumer."):
+        return None
+    parts = queue_name.split(".", 2)
+    if len(parts) == 3 and parts[1] and parts[2].startswith(VIRTUAL_TOPIC_PREFIX):
+        topic = parts[2]
+        if len(topic) > len(VIRTUAL_TOPIC_PREFIX) and is_valid_pattern(topic):
+            return topic
+    return None
 
 
 class Router:
@@ -35,6 +68,9 @@ class Router:
         *,
         node_id: str = "dovecote",
         budget: MemoryBudget | None = None,
+        duplicate_cache_size: int = DEFAULT_CACHE_SIZE,
+        schedule_hold_limit: int = DEFAULT_HOLD_LIMIT,
+        advisories: bool = True,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -47,6 +83,20 @@ class Router:
         self._client_ids: dict[str, object] = {}
         self._ids = itertools.count(1)
         self._id_prefix = f"ID:{node_id}-"
+        self._virtual: TopicTrie[Queue] = TopicTrie()  # virtual topic -> its consumer queues
+        self._atomic_depth = 0
+        self._consumer_info: dict[Consumer, tuple[RoutingType, str, Mapping[str, str]]] = {}
+        self.advisories = advisories
+        self.dedup = DuplicateCache(store, duplicate_cache_size)
+        self.scheduler = Scheduler(
+            store,
+            route=self._route,
+            now_ms=clock.now_ms,
+            new_id=self.new_message_id,
+            budget=self.budget,
+            atomic=self._atomic,
+            hold_limit=schedule_hold_limit,
+        )
 
     # --- messages -----------------------------------------------------------------------------
 
@@ -63,6 +113,68 @@ class Router:
         """
         if message.persistent and not self.store.is_available():
             self.check_routable(message)  # raises StoreUnavailable
+        properties = message.properties
+        if properties and not _SPECIAL_PROPERTIES.isdisjoint(properties):
+            return self._send_special(message)
+        return self._route(message)
+
+    def send_all(self, messages: Sequence[Message]) -> int:
+        """Send each message (a composite destination): persistent ones all or none."""
+        for message in messages:
+            self.check_routable(message)
+        self.begin_atomic()
+        try:
+            return sum(self.send(message) for message in messages)
+        finally:
+            self.end_atomic()
+
+    def _send_special(self, message: Message) -> int:
+        """Send a message that asks for scheduling and/or duplicate detection."""
+        schedule = schedule_of(message.properties)  # InvalidRequest for bad values
+        duplicate_id = duplicate_id_of(message.properties)
+        if duplicate_id is None:
+            if schedule is None:
+                return self._route(message)
+            self.check_routable(message)
+            self.scheduler.schedule(message, schedule)
+            return 1
+        key = cache_key(message)
+        if self.dedup.is_duplicate(key, duplicate_id):
+            return 0
+        self.check_routable(message)
+        self.begin_atomic()
+        try:
+            if schedule is None:
+                count = self._route(message)
+            else:
+                self.scheduler.schedule(message, schedule)
+                count = 1
+            self.dedup.remember(key, duplicate_id, persistent=message.persistent)
+        finally:
+            self.end_atomic()
+        return count
+
+    def begin_atomic(self) -> None:
+        """Store records until the matching :meth:`end_atomic` survive a crash all or none.
+
+        Nests: only the outermost pair makes a store group."""
+        if self._atomic_depth == 0:
+            self.store.begin_atomic()
+        self._atomic_depth += 1
+
+    def end_atomic(self) -> None:
+        self._atomic_depth -= 1
+        if self._atomic_depth == 0:
+            self.store.end_atomic()
+
+    def _atomic(self, begin: bool) -> None:
+        if begin:
+            self.begin_atomic()
+        else:
+            self.end_atomic()
+
+    def _route(self, message: Message) -> int:
+        """Hand ``message`` to its queue(s) now; returns how many took it."""
         if message.routing is RoutingType.ANYCAST:
             self.get_or_create_queue(message.address).add(message)
             return 1
@@ -82,6 +194,11 @@ class Router:
             )
         if not message.address or is_wildcard(message.address):
             raise InvalidRequest(f"cannot send to a wildcard address {message.address!r}")
+        if message.address.startswith(_RESERVED_PREFIX):
+            raise InvalidRequest(f"address {message.address[:100]!r} is reserved")
+        properties = message.properties
+        if properties and not SCHEDULE_PROPERTIES.isdisjoint(properties):
+            schedule_of(properties)  # raises InvalidRequest for a bad schedule
 
     def relieve_memory(self) -> None:
         """Page out queues (bodies already in the store) while over the paging level."""
@@ -96,11 +213,55 @@ class Router:
     def _match_topic(self, address: str) -> tuple[Queue, ...]:
         if is_wildcard(address):
             raise InvalidRequest(f"cannot send to a wildcard address {address!r}")
-        queues = tuple(sorted(self._subscriptions.match(address), key=lambda q: q.name))
+        matched = self._subscriptions.match(address)
+        if address.startswith(VIRTUAL_TOPIC_PREFIX):
+            matched |= self._virtual.match(address)
+        queues = tuple(sorted(matched, key=lambda q: q.name))
         if len(self._topic_cache) >= _TOPIC_CACHE_LIMIT:
             self._topic_cache.clear()
         self._topic_cache[address] = queues
         return queues
+
+    # --- advisories ---------------------------------------------------------------------------
+
+    def advise(
+        self,
+        kind: str,
+        fields: Mapping[str, object],
+        *,
+        routing: RoutingType | None = None,
+        address: str = "",
+    ) -> bool:
+        """Publish an advisory (``advisory.CONNECTION``, ``CONSUMER``, ``EXPIRED``,
+        ``DEAD_LETTERED`` ...) about ``address``; True if anyone subscribed to it.
+
+        Costs one cached trie lookup when nobody listens: the message is built only then.
+        """
+        if not self.advisories:
+            return False
+        topic = advisory.advisory_topic(kind, routing, address)
+        if topic is None:
+            return False
+        queues = self._topic_cache.get(topic)
+        if queues is None:
+            queues = self._match_topic(topic)
+        if not queues:
+            return False
+        message = advisory.advisory_message(
+            self.new_message_id(), topic, kind, fields, self.clock.now_ms()
+        )
+        for queue in queues:
+            queue.add(message)
+        return True
+
+    def _advise_consumer(self, consumer: Consumer, event: str, queue: Queue) -> None:
+        found = self._consumer_info.get(consumer)
+        if found is None:
+            return
+        routing, address, info = found
+        count = len(queue.consumers)
+        fields = {**info, "event": event, "destination": address, "consumerCount": count}
+        self.advise(advisory.CONSUMER, fields, routing=routing, address=address)
 
     # --- clients ------------------------------------------------------------------------------
 
@@ -128,8 +289,8 @@ class Router:
         queue = self._queues.get(name)
         if queue is not None:
             return queue
-        if not name or is_wildcard(name):
-            raise InvalidRequest(f"invalid queue name {name!r}")
+        if not name or is_wildcard(name) or name.startswith(_RESERVED_PREFIX):
+            raise InvalidRequest(f"invalid queue name {name[:100]!r}")
         queue = self._new_queue(
             name, address=name, durable=temporary_owner is None, temporary_owner=temporary_owner
         )
@@ -138,7 +299,14 @@ class Router:
             self._owned.setdefault(temporary_owner, set()).add(name)
         else:
             self.store.record_queue(name, name, None)
+            self._bind_virtual(queue)
         return queue
+
+    def _bind_virtual(self, queue: Queue) -> None:
+        topic = virtual_topic_of(queue.name)
+        if topic is not None:
+            self._virtual.add(topic, queue)
+            self._topic_cache.clear()
 
     def delete_queue(self, name: str) -> None:
         queue = self._queues.pop(name, None)
@@ -146,6 +314,9 @@ class Router:
             raise NotFound(f"no queue {name!r}")
         if queue.temporary_owner is not None:
             self._owned.get(queue.temporary_owner, set()).discard(name)
+        topic = virtual_topic_of(name)
+        if topic is not None and self._virtual.remove(topic, queue):
+            self._topic_cache.clear()
         self._close_queue(queue)
 
     def delete_owned(self, owner: object) -> None:
@@ -185,16 +356,40 @@ class Router:
 
     # --- consumers ----------------------------------------------------------------------------
 
-    def consume_queue(self, name: str, consumer: Consumer, *, owner: object | None = None) -> Queue:
-        """Attach ``consumer`` to anycast queue ``name`` (created on first use)."""
+    def consume_queue(
+        self,
+        name: str,
+        consumer: Consumer,
+        *,
+        owner: object | None = None,
+        info: Mapping[str, str] | None = None,
+    ) -> Queue:
+        """Attach ``consumer`` to anycast queue ``name`` (created on first use).
+
+        ``info`` (connection and consumer ids) goes into the consumer advisories."""
         queue = self.get_or_create_queue(name, temporary_owner=owner)
         queue.add_consumer(consumer)
+        if info is not None:
+            self._consumer_info[consumer] = (RoutingType.ANYCAST, name, info)
+            self._advise_consumer(consumer, "add", queue)
         return queue
 
     def subscribe_topic(
-        self, pattern: str, consumer: Consumer, *, durable_name: str | None = None
+        self,
+        pattern: str,
+        consumer: Consumer,
+        *,
+        durable_name: str | None = None,
+        info: Mapping[str, str] | None = None,
     ) -> Queue:
         """Attach ``consumer`` to a new subscription of ``pattern`` (or its durable one)."""
+        queue = self._subscribe_topic(pattern, consumer, durable_name)
+        if info is not None:
+            self._consumer_info[consumer] = (RoutingType.MULTICAST, pattern, info)
+            self._advise_consumer(consumer, "add", queue)
+        return queue
+
+    def _subscribe_topic(self, pattern: str, consumer: Consumer, durable_name: str | None) -> Queue:
         if not is_valid_pattern(pattern):
             raise InvalidRequest(f"invalid topic pattern {pattern!r}")
         if durable_name is None:
@@ -237,6 +432,7 @@ class Router:
         """Recreate a durable anycast queue found in the store (start-up; not re-recorded)."""
         queue = self._new_queue(name, address=name, durable=True)
         self._queues[name] = queue
+        self._bind_virtual(queue)
         return queue
 
     def delete_durable_subscription(self, name: str) -> None:
@@ -258,6 +454,9 @@ class Router:
         if queue.filter is not None and not queue.durable:
             self._unbind(queue)
             queue.purge()
+        if self._consumer_info:
+            self._advise_consumer(consumer, "remove", queue)
+            self._consumer_info.pop(consumer, None)
 
     def _bind(self, queue: Queue) -> None:
         assert queue.filter is not None

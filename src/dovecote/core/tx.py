@@ -41,11 +41,11 @@ class Transaction:
         """Apply every held operation, in order; durable ones survive a crash all or none."""
         for message in self.sends:  # all or nothing: refuse before applying anything
             router.check_routable(message)
-        router.store.begin_atomic()
+        router.begin_atomic()
         try:
             self._apply(router)
         finally:
-            router.store.end_atomic()
+            router.end_atomic()
         self.sends.clear()
         self.acks.clear()
 
