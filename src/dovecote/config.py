@@ -32,6 +32,10 @@ class BrokerConfig:
     max_subscriptions_per_connection: int = 1000
     max_transactions_per_connection: int = 100
     shutdown_timeout: float = 5.0
+    # Duplicate-detection ids remembered per address (Artemis's id-cache-size default).
+    duplicate_cache_size: int = 20_000
+    # Advisory messages on ActiveMQ.Advisory.* topics (built only for subscribers).
+    advisories: bool = True
 
     @property
     def uses_journal(self) -> bool:

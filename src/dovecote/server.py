@@ -132,6 +132,8 @@ class Broker:
             self.clock,
             node_id=f"{config.name}-{os.getpid()}",
             budget=MemoryBudget(config.memory_limit),
+            duplicate_cache_size=config.duplicate_cache_size,
+            advisories=config.advisories,
         )
         self._encoder = MessageEncoder()
         self.listeners: list[Listener] = [
