@@ -61,6 +61,8 @@ _STATE = frozenset({_DUE, _LEFT, _BASE})
 DEFAULT_HOLD_LIMIT = 10_000
 _RETRY_MS = 1000  # a body that cannot be read back is retried this much later
 _MAX_MS = 10 * 365 * 24 * 3600 * 1000  # delays and periods past ten years are refused
+_SEQ_BITS = 40
+_SEQ_MASK = (1 << _SEQ_BITS) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,9 +148,10 @@ class Scheduler:
         self._atomic = atomic  # atomic(True) begins a group, atomic(False) ends it
         self.hold_limit = hold_limit
         self.wake: Callable[[int], None] | None = None  # told of each new earliest due time
-        self._heap: list[tuple[int, int]] = []  # (due, seq)
+        # due << _SEQ_BITS | seq, one int per message (a tuple would cost three objects).
+        self._heap: list[int] = []
         self._held: dict[int, Message] = {}  # seq -> message, for those in memory
-        self._persistent: set[int] = set()  # seqs with a record in the store
+        self._persistent = 0  # how many have a record in the store
         self._pageable: deque[int] = deque()  # held persistent seqs, oldest first
         self._next_seq = 1
         self._queue_recorded = False
@@ -163,7 +166,7 @@ class Scheduler:
         return len(self._held)
 
     def next_due(self) -> int | None:
-        return self._heap[0][0] if self._heap else None
+        return self._heap[0] >> _SEQ_BITS if self._heap else None
 
     # --- adding -------------------------------------------------------------------------------
 
@@ -177,7 +180,7 @@ class Scheduler:
         self._queue_recorded = True
         self._next_seq = max(self._next_seq, seq + 1)
         due = int(message.properties.get(_DUE, "0"))
-        self._persistent.add(seq)
+        self._persistent += 1
         if not paged:
             self._hold(seq, message, persistent=True)
         self._push(due, seq)
@@ -191,13 +194,15 @@ class Scheduler:
                 self._store.record_queue(SCHEDULE_QUEUE, SCHEDULE_QUEUE, None)
                 self._queue_recorded = True
             self._store.record_message(SCHEDULE_QUEUE, seq, message)
-            self._persistent.add(seq)
+            self._persistent += 1
         self._hold(seq, message, persistent=persistent)
         self._push(due, seq)
 
     def _push(self, due: int, seq: int) -> None:
-        earliest = self._heap[0][0] if self._heap else None
-        heapq.heappush(self._heap, (due, seq))
+        if seq > _SEQ_MASK:
+            raise InvalidRequest("the scheduler ran out of sequence numbers; restart the broker")
+        earliest = self.next_due()
+        heapq.heappush(self._heap, due << _SEQ_BITS | seq)
         if self.wake is not None and (earliest is None or due < earliest):
             self.wake(due)
 
@@ -237,14 +242,15 @@ class Scheduler:
         now = self._now_ms()
         heap = self._heap
         fired = 0
-        if not heap or heap[0][0] > now:
+        if not heap or heap[0] >> _SEQ_BITS > now:
             return 0
-        atomic = bool(self._persistent)  # (no empty groups in the journal)
+        atomic = self._persistent > 0  # (no empty groups in the journal)
         if atomic:
             self._atomic(True)
         try:
-            while heap and heap[0][0] <= now and fired < limit:
-                due, seq = heapq.heappop(heap)
+            while heap and heap[0] >> _SEQ_BITS <= now and fired < limit:
+                key = heapq.heappop(heap)
+                due, seq = key >> _SEQ_BITS, key & _SEQ_MASK
                 if not self._fire(due, seq, now):
                     break
                 fired += 1
@@ -263,26 +269,36 @@ class Scheduler:
                 message = self._store.load_message(SCHEDULE_QUEUE, seq)
             except StoreUnavailable as exc:
                 self.last_error = exc.message
-                heapq.heappush(self._heap, (due + _RETRY_MS, seq))
+                heapq.heappush(self._heap, (due + _RETRY_MS) << _SEQ_BITS | seq)
                 return False
         else:
             self._budget.release(len(message.body))
         props = message.properties
-        left, base = int(props.get(_LEFT, "1")), int(props.get(_BASE, "0"))
-        schedule = schedule_of({k: v for k, v in props.items() if k != JOB_ID})
-        following = _after(schedule, due, left, base, now) if schedule is not None else None
-        repeats = following is not None or left > 1 or (schedule is not None and schedule.repeat)
+        following = None
+        repeats = False
+        if REPEAT in props or CRON in props:  # (else it was a single delayed delivery)
+            left, base = int(props.get(_LEFT, "1")), int(props.get(_BASE, "0"))
+            schedule = schedule_of({k: v for k, v in props.items() if k != JOB_ID})
+            if schedule is not None:
+                following = _after(schedule, due, left, base, now)
+                repeats = following is not None or left > 1 or schedule.repeat > 0
         delivered = {k: v for k, v in props.items() if k not in _STATE}
         delivered[JOB_ID] = message.message_id
         self._route(
-            replace(
-                message,
-                message_id=self._new_id() if repeats else message.message_id,
-                properties=delivered,
+            Message(
+                self._new_id() if repeats else message.message_id,
+                message.address,
+                message.routing,
+                message.body,
+                delivered,
+                message.persistent,
+                message.priority,
+                message.expires,
+                message.timestamp,
             )
         )
-        if seq in self._persistent:
-            self._persistent.discard(seq)
+        if message.persistent:
+            self._persistent -= 1
             self._store.record_ack(SCHEDULE_QUEUE, seq)
         if following is not None:
             next_due, next_left, next_base = following
