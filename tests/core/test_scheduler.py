@@ -322,10 +322,12 @@ def test_an_unreadable_body_is_retried_not_lost() -> None:
     h = Harness(hold_limit=0)
     h.send(b"x", AMQ_SCHEDULED_DELAY="10")
     h.store.readable = False
-    assert h.at(START + 10) == []
+    assert h.at(START + 5000) == []  # long overdue: retried a second from now, not at once
     assert h.router.scheduler.last_error == "disk gone"
+    assert h.router.scheduler.next_due() == START + 6000
     h.store.readable = True
-    assert h.at(START + 1010) == [b"x"]
+    assert h.at(START + 5999) == []
+    assert h.at(START + 6000) == [b"x"]
 
 
 def test_restore_rebuilds_the_schedule_from_records() -> None:

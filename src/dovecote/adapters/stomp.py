@@ -12,7 +12,11 @@ SEND header                 effect
 ``reply-to``                temp destinations rewritten to ``/remote-temp-*``
 ``transaction``             held until COMMIT
 ``receipt``                 RECEIPT once accepted (and durable, if persistent)
+``AMQ_SCHEDULED_*``         scheduled delivery (passed to the core as properties)
+``_AMQ_DUPL_ID``            duplicate detection (or ``dovecote-dedup-id``)
 ==========================  ====================================================
+
+A SEND ``destination`` may be composite (comma-separated; see stomp_mapping).
 
 SUBSCRIBE takes ``ack`` (auto, client, client-individual), ``activemq.prefetchSize``, and, on a
 topic, ``activemq.subscriptionName`` (or ``durable-subscription-name``) with the CONNECT

@@ -269,7 +269,9 @@ class Scheduler:
                 message = self._store.load_message(SCHEDULE_QUEUE, seq)
             except StoreUnavailable as exc:
                 self.last_error = exc.message
-                heapq.heappush(self._heap, (due + _RETRY_MS) << _SEQ_BITS | seq)
+                # Later than now (not than its due time): a long-overdue message must not
+                # be retried in a busy loop.
+                heapq.heappush(self._heap, (now + _RETRY_MS) << _SEQ_BITS | seq)
                 return False
         else:
             self._budget.release(len(message.body))
