@@ -264,3 +264,10 @@ def test_advisory_topic_names() -> None:
     assert advisory.advisory_topic(advisory.CONSUMER, MULTI, "ActiveMQ.Advisory.X") is None
     with pytest.raises(ValueError, match="unknown advisory kind"):
         advisory.advisory_topic("Nope")
+
+
+def test_a_non_persistent_duplicate_id_writes_no_group(router: Router, store: Store) -> None:
+    message = Message("ID:np", "q", ANY, b"np", {"_AMQ_DUPL_ID": "n-1"})
+    assert router.send(message) == 1
+    assert router.send(message) == 0
+    assert store.calls == []

@@ -142,16 +142,19 @@ class Router:
         if self.dedup.is_duplicate(key, duplicate_id):
             return 0
         self.check_routable(message)
-        self.begin_atomic()
+        persistent = message.persistent  # (only then is there a group worth writing)
+        if persistent:
+            self.begin_atomic()
         try:
             if schedule is None:
                 count = self._route(message)
             else:
                 self.scheduler.schedule(message, schedule)
                 count = 1
-            self.dedup.remember(key, duplicate_id, persistent=message.persistent)
+            self.dedup.remember(key, duplicate_id, persistent=persistent)
         finally:
-            self.end_atomic()
+            if persistent:
+                self.end_atomic()
         return count
 
     def begin_atomic(self) -> None:
