@@ -227,6 +227,7 @@ def test_scheduled_and_deduplicated_messages_survive_a_restart(
     watcher.subscribe("/queue/repeat", "r")
     assert [m.body for m in watcher.inbox.wait_messages(1)] == ["tick"]  # the first of four
     assert broker.stop(sig) == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
+    before = len(watcher.inbox.messages)  # 1, or more on a slow machine
 
     restarted = start_broker_process(data_dir)
     again = stomp_peer(port=restarted.port)
@@ -238,8 +239,11 @@ def test_scheduled_and_deduplicated_messages_survive_a_restart(
     consumer.subscribe("/queue/later", "l")
     assert [m.body for m in consumer.inbox.wait_messages(3, timeout=5)][2] == "once"
     consumer.subscribe("/queue/repeat", "r")
-    ticks = consumer.inbox.wait_messages(6, timeout=8)[3:]
-    assert [m.body for m in ticks] == ["tick"] * 3  # the repeat carried on: 1 + 3 in all
-    # Nothing fires twice: one more period, and nothing else has come.
-    time.sleep(1.0)
-    assert len(consumer.inbox.messages) == 6
+    # The repeat carried on: 1 + 3 ticks in all. (Had a slow machine let a second tick out
+    # before the kill, its firing might not have been durable yet: it may come again.)
+    expected = {4 - before} if before == 1 else {4 - before, 5 - before}
+    consumer.inbox.wait_messages(3 + min(expected), timeout=8)
+    time.sleep(1.0)  # a whole period more: nothing else comes
+    ticks = [m.body for m in consumer.inbox.messages[3:]]
+    assert set(ticks) == {"tick"}
+    assert len(ticks) in expected
