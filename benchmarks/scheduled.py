@@ -18,6 +18,20 @@
 Prints: time to schedule, messages still being sent after their due time (their lateness is
 not the scheduler's), lateness p50/p99/max (ms) of the others, RSS at start / once all were
 scheduled / peak, and the number received. Standard library only.
+
+Measured on the development VM (2 cores shared with other work, load ~2.5; 1,000,000
+persistent 100-byte messages to one queue, 4 producers, one auto-ack consumer, sync always):
+
+=================================  ==========  =====  =====  =====  =====================
+due times                          fires/s     p50    p99    max    broker RSS (MiB)
+=================================  ==========  =====  =====  =====  =====================
+spread over 180 s (lead 45 s)      5,600       23     72     157    210 scheduled, 234 peak
+spread over 60 s (lead 60 s)       16,700      24     160    267    210 scheduled, 251 peak
+=================================  ==========  =====  =====  =====  =====================
+
+(lateness in ms, measured at the consumer; scheduling ran at ~30,000 messages/s.) Memory is
+about 180 bytes per scheduled message (its heap entry and the journal's record location);
+bodies and properties stay on disk until they fire.
 """
 
 from __future__ import annotations
