@@ -246,7 +246,7 @@ def restore(router: Router, state: RecoveredState) -> None:
     """Put recovered queues, durable subscriptions and their messages, scheduled messages and
     duplicate-detection ids back in the router."""
     for recovered in state.queues.values():
-        if recovered.name == SCHEDULE_QUEUE:
+        if recovered.name == SCHEDULE_QUEUE and recovered.kind is QueueKind.QUEUE:
             for seq in sorted(recovered.messages):
                 item = recovered.messages[seq]
                 router.scheduler.restore(seq, item.message, paged=item.paged)

@@ -204,6 +204,8 @@ def test_reserved_names_are_refused(router: Router) -> None:
         router.send(msg("$dovecote.scheduled", b"x"))
     with pytest.raises(InvalidRequest):
         router.check_routable(msg("$dovecote.x", b"x", MULTI))
+    with pytest.raises(InvalidRequest, match="is reserved"):
+        router.subscribe_topic("t", Consumer("d", Sink()), durable_name="$dovecote.scheduled")
 
 
 # --- advisories -------------------------------------------------------------------------------

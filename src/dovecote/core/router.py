@@ -395,6 +395,8 @@ class Router:
     def _subscribe_topic(self, pattern: str, consumer: Consumer, durable_name: str | None) -> Queue:
         if not is_valid_pattern(pattern):
             raise InvalidRequest(f"invalid topic pattern {pattern!r}")
+        if durable_name is not None and durable_name.startswith(_RESERVED_PREFIX):
+            raise InvalidRequest(f"durable subscription name {durable_name[:100]!r} is reserved")
         if durable_name is None:
             queue = self._new_queue(
                 f"subscription:{id(consumer):x}",
