@@ -94,6 +94,8 @@ class Journal:
         self._duplicates: dict[tuple[str, str], tuple[bytes, int]] = {}  # (address, id) -> same
         self._delivered: dict[str, dict[int, int]] = {}  # queue -> seq -> delivery count
         self._evacuating: int | None = None
+        self._closing = False
+        self._evacuation_read: asyncio.Future[dict[tuple[str, int], bytes]] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -136,6 +138,14 @@ class Journal:
         """Write and sync what is pending, then stop the writer."""
         if self._writer is None:
             return
+        # No evacuation may append after the last batch this waits for (it would never be
+        # written, while the accounting counted it): none starts now, and one whose segment
+        # is being read is finished first.
+        self._closing = True
+        read = self._evacuation_read
+        if read is not None and not read.done():
+            await asyncio.wait_for(asyncio.shield(read), timeout=30)
+            await asyncio.sleep(0)  # (its done-callback, which appends the copies, runs first)
         done = asyncio.Event()
         self.call_when_durable(done.set)
         if self.available:
@@ -434,7 +444,7 @@ class Journal:
                 elif segment != self._evacuating:
                     self._delete(segment)
         closed = sorted(s for s in self._segments if s != self._segment)
-        if not closed or self._evacuating is not None:
+        if not closed or self._evacuating is not None or self._closing:
             return
         oldest = closed[0]
         size = self._sizes.get(oldest, 0)
@@ -470,13 +480,15 @@ class Journal:
         path = segment_path(self.directory, segment)
         future = self._loop.run_in_executor(None, _read_message_records, path)
         future.add_done_callback(lambda read: self._evacuate_records(segment, read))
+        self._evacuation_read = future
 
     def _evacuate_records(
         self, segment: int, read: asyncio.Future[dict[tuple[str, int], bytes]]
     ) -> None:
         """Loop thread: the segment's MESSAGE_ADDED records are read; copy the live ones."""
+        self._evacuation_read = None
         if self._writer is None or read.cancelled():
-            self._evacuating = None  # closing
+            self._evacuating = None
             return
         error = read.exception()
         if error is not None:
