@@ -40,6 +40,10 @@ class BrokerConfig:
     policies: PolicyMap = field(default_factory=PolicyMap)
     # How often the reaper looks for expired messages in queues (only while some can expire).
     expiry_check_ms: int = DEFAULT_EXPIRY_CHECK_MS
+    # Duplicate-detection ids remembered per address (Artemis's id-cache-size default).
+    duplicate_cache_size: int = 20_000
+    # Advisory messages on ActiveMQ.Advisory.* topics (built only for subscribers).
+    advisories: bool = True
 
     @property
     def uses_journal(self) -> bool:

@@ -25,13 +25,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from dovecote.adapters.stomp import MessageEncoder, StompSession
+from dovecote.adapters.stomp import StompSession
+from dovecote.adapters.stomp_encoding import MessageEncoder
 from dovecote.config import BrokerConfig
 from dovecote.config_file import load_config
 from dovecote.core.limits import MemoryBudget
 from dovecote.core.message import QueueEntry
-from dovecote.core.ports import Store
+from dovecote.core.ports import Clock, Store
 from dovecote.core.router import Router
+from dovecote.core.scheduler import SCHEDULE_QUEUE, Scheduler
 from dovecote.core.timers import Timers
 from dovecote.store.journal import Journal
 from dovecote.store.memory import MemoryStore
@@ -82,6 +84,54 @@ class LoopWakeup:
         if self._handle is not None:
             self._handle.cancel()
         self._handle = self._due = None
+class ScheduleTimer:
+    """Drives the core's scheduler on the event loop: one timer, at the earliest due time.
+
+    The core tells it of each new earliest time (``Scheduler.wake``); when the timer fires, it
+    fires what is due in slices of ``FIRE_SLICE`` messages, yielding to the loop between them
+    so that a million messages due at once never stall the connections.
+    """
+
+    FIRE_SLICE = 1000
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, scheduler: Scheduler, clock: Clock) -> None:
+        self._loop = loop
+        self._scheduler = scheduler
+        self._clock = clock
+        self._handle: asyncio.Handle | None = None
+        self._at: int | None = None
+        scheduler.wake = self.wake
+        due = scheduler.next_due()
+        if due is not None:
+            self.wake(due)
+
+    def wake(self, due_ms: int) -> None:
+        if self._at is not None and self._at <= due_ms:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._at = due_ms
+        delay = max(0, due_ms - self._clock.now_ms()) / 1000
+        self._handle = self._loop.call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._at = None
+        self._scheduler.fire_due(self.FIRE_SLICE)
+        due = self._scheduler.next_due()
+        if due is None:
+            return
+        if due <= self._clock.now_ms():
+            self._at = due
+            self._handle = self._loop.call_soon(self._fire)
+        else:
+            self.wake(due)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._scheduler.wake = None
 
 
 class Broker:
@@ -118,14 +168,16 @@ class Broker:
             self.store = self.journal
         else:
             self.store = MemoryStore()
-        self._clock = SystemClock()
+        self.clock = SystemClock()
         self.router = Router(
             self.store,
-            self._clock,
+            self.clock,
             node_id=f"{config.name}-{os.getpid()}",
             budget=MemoryBudget(config.memory_limit),
             policies=config.policies,
             expiry_check_ms=config.expiry_check_ms,
+            duplicate_cache_size=config.duplicate_cache_size,
+            advisories=config.advisories,
         )
         self._wakeup: LoopWakeup | None = None
         self._encoder = MessageEncoder()
@@ -139,6 +191,7 @@ class Broker:
             for address in config.listen_addresses()
         ]
         self._started = False
+        self._schedule_timer: ScheduleTimer | None = None
 
     def _new_stomp_session(self, connection: Connection) -> StompSession:
         return StompSession(
@@ -178,7 +231,7 @@ class Broker:
         if self.config.data_dir is not None:
             self.config.data_dir.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
-        self._wakeup = LoopWakeup(loop, self.router.timers, self._clock)
+        self._wakeup = LoopWakeup(loop, self.router.timers, self.clock)
         self.router.timers.set_wakeup(self._wakeup)
         if self.journal is not None:
             began = time.monotonic()
@@ -202,12 +255,18 @@ class Broker:
                 await listener.close()
             raise
         self._started = True
+        self._schedule_timer = ScheduleTimer(
+            asyncio.get_running_loop(), self.router.scheduler, self.clock
+        )
         log.info("broker %s started: %s", self.config.name, ", ".join(self.urls))
 
     async def stop(self) -> None:
         if not self._started:
             return
         self._started = False
+        if self._schedule_timer is not None:
+            self._schedule_timer.cancel()
+            self._schedule_timer = None
         for listener in self.listeners:
             listener.stop_accepting()
         for listener in self.listeners:
@@ -233,8 +292,14 @@ class Broker:
 
 
 def restore(router: Router, state: RecoveredState) -> None:
-    """Put recovered queues, durable subscriptions and their messages back in the router."""
+    """Put recovered queues, durable subscriptions and their messages, scheduled messages and
+    duplicate-detection ids back in the router."""
     for recovered in state.queues.values():
+        if recovered.name == SCHEDULE_QUEUE and recovered.kind is QueueKind.QUEUE:
+            for seq in sorted(recovered.messages):
+                item = recovered.messages[seq]
+                router.scheduler.restore(seq, item.message, paged=item.paged)
+            continue
         if recovered.kind is QueueKind.DURABLE_SUBSCRIPTION and recovered.filter is not None:
             queue = router.restore_durable_subscription(
                 recovered.name, recovered.filter, recovered.selector
@@ -246,6 +311,9 @@ def restore(router: Router, state: RecoveredState) -> None:
             entry = QueueEntry(item.message, seq, item.delivery_count)
             entry.paged = item.paged
             queue.restore(entry)
+
+    for address, ids in state.duplicate_ids.items():
+        router.dedup.restore(address, ((found.seq, dup_id) for dup_id, found in ids.items()))
 
 
 def raise_open_file_limit() -> None:

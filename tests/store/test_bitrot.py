@@ -28,6 +28,7 @@ from dovecote.store.record import (
     RecordType,
     SegmentHeader,
     UnsupportedFormat,
+    encode_duplicate_id,
     encode_group,
     encode_message_added,
     encode_name,
@@ -56,6 +57,7 @@ class Written:
     queue: str = ""
     seq: int = 0
     message: Message | None = None
+    duplicate_id: str = ""
     count: int = 0
     definition: QueueDef | None = None
 
@@ -168,6 +170,14 @@ def _build(seed: int = 20240601, operations: int = 320, segment_size: int = 9000
             put(encode_group(RecordType.ATOMIC_BEGIN, group_ids), RecordType.ATOMIC_BEGIN)
             for _ in range(rng.randrange(1, 4)):
                 add(rng.choice(names))
+            dup_id = f"dup-{group_ids % 7}"  # some ids come again (a later copy wins)
+            put(
+                encode_duplicate_id(name, group_ids, dup_id),
+                RecordType.DUPLICATE_ID,
+                queue=name,
+                seq=group_ids,
+                duplicate_id=dup_id,
+            )
             ack(name)
             put(encode_group(RecordType.ATOMIC_COMMIT, group_ids), RecordType.ATOMIC_COMMIT)
     return Journal({s: bytes(data) for s, data in segments.items()}, records, messages)
@@ -199,6 +209,7 @@ class Expected:
     clean: bool = True
     queues: ModelQueues | None = None
     undefined: list[str] = field(default_factory=list)  # queues with messages, no definition
+    duplicates: dict[str, dict[str, int]] = field(default_factory=dict)  # address -> id -> seq
 
 
 def _model(damaged: dict[int, bytes]) -> Expected:
@@ -235,7 +246,7 @@ def _model(damaged: dict[int, bytes]) -> Expected:
             expected.clean = False
         expected.sizes[segment] = size
     expected.records = len(surviving)
-    queues, open_group, expected.undefined = _replay(surviving)
+    queues, open_group, expected.undefined = _replay(surviving, expected.duplicates)
     if expected.undefined:
         expected.clean = False
     if open_group is not None:
@@ -253,7 +264,9 @@ def _model(damaged: dict[int, bytes]) -> Expected:
     return expected
 
 
-def _replay(records: list[Written]) -> tuple[ModelQueues, Written | None, list[str]]:
+def _replay(
+    records: list[Written], duplicates: dict[str, dict[str, int]]
+) -> tuple[ModelQueues, Written | None, list[str]]:
     """What the surviving records mean, the ATOMIC_BEGIN of a group left open, and the queues
     whose messages survived without their definition.
 
@@ -289,6 +302,8 @@ def _replay(records: list[Written]) -> tuple[ModelQueues, Written | None, list[s
         elif record.kind is RecordType.MESSAGE_ACKED:
             if name in queues:
                 queues[name][1].pop(record.seq, None)
+        elif record.kind is RecordType.DUPLICATE_ID:
+            duplicates.setdefault(name, {})[record.duplicate_id] = record.seq
         elif record.kind is RecordType.MESSAGE_DELIVERED:
             messages = queues[name][1] if name in queues else {}
             if record.seq in messages:
@@ -388,6 +403,10 @@ def test_recovery_of_a_damaged_journal_matches_the_model(
             for seq, (message, _) in messages.items():
                 assert message in JOURNAL.messages[(name, seq)]
         assert recovered == expected.queues
+        assert {
+            address: {dup_id: found.seq for dup_id, found in ids.items()}
+            for address, ids in state.duplicate_ids.items()
+        } == expected.duplicates
         report = state.report
         assert report.is_clean == expected.clean
         assert report.truncated_bytes == expected.truncated_bytes

@@ -792,3 +792,38 @@ def test_a_failing_idle_sync_is_reported_and_retried(tmp_path: Path, journal_os:
 
     run(scenario)
     assert sorted(recover(tmp_path).queues["orders"].messages) == [1, 2]
+
+
+def test_duplicate_ids_stay_until_forgotten_and_survive_evacuation(tmp_path: Path) -> None:
+    async def scenario() -> tuple[int, Message]:
+        journal = open_journal(tmp_path, SMALL)
+        journal.record_queue("orders", "orders", None)
+        journal.record_duplicate_id("orders", 1, "kept")
+        journal.record_duplicate_id("orders", 2, "forgotten")
+        journal.record_message("orders", 1, message(1, size=50))
+        await durable(journal)
+        loaded = journal.load_message("orders", 1)
+        journal.forget_duplicate_id("orders", "forgotten")
+        journal.record_ack("orders", 1)
+        n = 1
+        for _ in range(300):  # the first segments die around the kept id
+            for _ in range(5):
+                n += 1
+                journal.record_message("orders", n, message(n, size=200))
+            await durable(journal)
+            for seq in range(n - 4, n + 1):
+                journal.record_ack("orders", seq)
+        await durable(journal)
+        await journal.close()
+        return journal.segment_count, loaded
+
+    count, loaded = run(scenario)
+    assert loaded == message(1, size=50)
+    assert count <= 4  # the kept id was copied forward, not pinning its segment
+    state = recover(tmp_path)
+    assert state.report.problems == []
+    assert {a: {i: d.seq for i, d in ids.items()} for a, ids in state.duplicate_ids.items()} == {
+        "orders": {"kept": 1}
+    }
+    lines = list(inspect.dump(tmp_path))
+    assert any(line.endswith("DUPLICATE_ID orders#1 id=kept") for line in lines)

@@ -29,12 +29,14 @@ from dovecote.store.record import (
     RecordType,
     SegmentHeader,
     UnsupportedFormat,
+    decode_duplicate_id,
     decode_group,
     decode_message_added,
     decode_name,
     decode_queue_created,
     decode_queue_selector,
     decode_queue_seq,
+    encode_duplicate_id,
     encode_group,
     encode_message_added,
     encode_name,
@@ -174,6 +176,12 @@ def _roundtrip_cases() -> list[tuple[str, bytes, Callable[[bytes], Any], Any]]:
             decode_group,
             U64_MAX,
         ),
+        (
+            "duplicate-id",
+            encode_duplicate_id("topic://prices.ü", U64_MAX, "order-7ü"),
+            decode_duplicate_id,
+            ("topic://prices.ü", U64_MAX, "order-7ü"),
+        ),
     ]
     for message, seq in (
         (PLAIN, 1),
@@ -210,6 +218,7 @@ EXPECTED_TYPE = {
     "message-delivered-max-count": RecordType.MESSAGE_DELIVERED,
     "atomic-begin": RecordType.ATOMIC_BEGIN,
     "atomic-commit-max": RecordType.ATOMIC_COMMIT,
+    "duplicate-id": RecordType.DUPLICATE_ID,
 }
 
 
@@ -286,7 +295,7 @@ def test_records_are_read_one_after_another() -> None:
     assert kinds == [_expected_type(name) for name in CASE_IDS]
 
 
-@pytest.mark.parametrize("kind", [0, 8, 99, 255])
+@pytest.mark.parametrize("kind", [0, 9, 99, 255])
 def test_unknown_type_with_a_good_checksum_is_corrupt(kind: int) -> None:
     payload = b"\x00\x01queue"
     record = RECORD_HEAD.pack(len(payload), kind) + payload
@@ -350,6 +359,15 @@ def test_decoders_reject_structurally_bad_payloads() -> None:
     assert decode_message_added(added[:body_start]) == ("q", 1, replace(UNICODE, body=b""))
     assert (
         _error(CorruptRecord, lambda: decode_group(b"\x00" * 7))
+        == "record payload is shorter than its fields"
+    )
+    duplicate = framed_payload(encode_duplicate_id("q", 1, "id"))
+    assert (
+        _error(CorruptRecord, lambda: decode_duplicate_id(duplicate + b"x"))
+        == "duplicate-id record has trailing bytes"
+    )
+    assert (
+        _error(CorruptRecord, lambda: decode_duplicate_id(duplicate[:-1]))
         == "record payload is shorter than its fields"
     )
 

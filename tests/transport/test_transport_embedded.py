@@ -99,3 +99,35 @@ def test_two_listeners_share_one_broker():
             await close(consumer)
 
     asyncio.run(main())
+
+
+def test_embedded_broker_fires_scheduled_messages_and_restores_them(tmp_path):
+    """The server's schedule timer: an earlier due time re-arms it, a restart restores it."""
+
+    async def main() -> None:
+        data = tmp_path / "data"
+        async with dovecote.Broker(listen=["stomp://127.0.0.1:0"], data_dir=data) as broker:
+            reader, client = await connect(broker)
+            client.write(b"SUBSCRIBE\nid:0\ndestination:/queue/timed\nreceipt:s\n\n\0")
+            assert await read_frame(reader) == b"RECEIPT\nreceipt-id:s\n\n\0"
+            for body, delay in ((b"third", 400), (b"first", 100), (b"second", 200)):
+                client.write(
+                    b"SEND\ndestination:/queue/timed\nAMQ_SCHEDULED_DELAY:%d\n\n%s\0"
+                    % (delay, body)
+                )
+            bodies = [(await read_frame(reader)).split(b"\n\n")[1] for _ in range(3)]
+            assert bodies == [b"first\0", b"second\0", b"third\0"]
+            client.write(
+                b"SEND\ndestination:/queue/timed\npersistent:true\nAMQ_SCHEDULED_DELAY:60000\n"
+                b"receipt:p\n\nafter restart\0"
+            )
+            assert await read_frame(reader) == b"RECEIPT\nreceipt-id:p\n\n\0"
+            await close(client)
+        async with dovecote.Broker(listen=["stomp://127.0.0.1:0"], data_dir=data) as broker:
+            scheduler = broker.router.scheduler
+            assert len(scheduler) == 1
+            due = scheduler.next_due()
+            assert due is not None
+            assert due - broker.clock.now_ms() > 50_000
+
+    asyncio.run(main())

@@ -12,7 +12,11 @@ SEND header                 effect
 ``reply-to``                temp destinations rewritten to ``/remote-temp-*``
 ``transaction``             held until COMMIT
 ``receipt``                 RECEIPT once accepted (and durable, if persistent)
+``AMQ_SCHEDULED_*``         scheduled delivery (passed to the core as properties)
+``_AMQ_DUPL_ID``            duplicate detection (or ``dovecote-dedup-id``)
 ==========================  ====================================================
+
+A SEND ``destination`` may be composite (comma-separated; see stomp_mapping).
 
 SUBSCRIBE headers (``ack``, ``activemq.prefetchSize``, ``selector``, ``activemq.exclusive``,
 ``activemq.priority``, ``browser``, ``activemq.subscriptionName``) are read by
@@ -43,9 +47,11 @@ from dovecote.adapters.stomp_mapping import (
     TEMP_PREFIX,
     CoreDestination,
     destination_to_core,
+    destinations_to_core,
     reply_to_from_client,
 )
 from dovecote.adapters.stomp_subscribe import SubscribeOptions, subscribe_options
+from dovecote.core import advisory
 from dovecote.core.errors import CoreError, ErrorCode, InvalidRequest, NotFound
 from dovecote.core.message import MAX_PRIORITY, Message, QueueEntry, RoutingType
 from dovecote.core.queue import Consumer, consumer_queue
@@ -136,6 +142,7 @@ class StompSession:
         "_by_number",
         "_client_id",
         "_closed",
+        "_connected",
         "_destinations",
         "_durable_waiting",
         "_encoder",
@@ -180,6 +187,7 @@ class StompSession:
         self._durable_waiting = 0  # durable receipts asked for and not yet sent
         self._closed = False
         self._browsing: dict[str, QueueBrowser] = {}  # browser subscriptions still sending
+        self._connected = False
 
     @property
     def version(self) -> str:
@@ -220,6 +228,15 @@ class StompSession:
         self._router.delete_owned(self._link.connection_id)
         if self._client_id is not None:
             self._router.release_client_id(self._client_id, self)
+        if self._connected:
+            self._router.advise(advisory.CONNECTION, self._advisory_fields("close"))
+
+    def _advisory_fields(self, event: str) -> dict[str, str]:
+        return {
+            "event": event,
+            "connectionId": self._link.connection_id,
+            "clientId": self._client_id or "",
+        }
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -272,47 +289,71 @@ class StompSession:
             reply = {"version": version, "heart-beat": f"{ours[0]},{ours[1]}", **reply}
         self._link.write(self._stomp.send(Frame(Command.CONNECTED, reply)))
         self._start_heart_beats()
+        self._connected = True
+        self._router.advise(advisory.CONNECTION, self._advisory_fields("open"))
 
     def _on_send(self, frame: Frame) -> None:
         headers = frame.headers
         router = self._router
-        destination = self._core_destination(headers["destination"])
+        text = headers["destination"]
+        destinations = (
+            destinations_to_core(text, self._link.connection_id)
+            if "," in text
+            else [self._core_destination(text)]
+        )
         properties = {k: v for k, v in headers.items() if k not in _NOT_PASSED_THROUGH}
         reply_to = properties.get("reply-to")
         if reply_to is not None:
             properties["reply-to"] = reply_to_from_client(reply_to, self._link.connection_id)
         persistent = headers.get("persistent", "false").lower() == "true"
-        message = Message(
-            router.new_message_id(),
-            destination.address,
-            destination.routing,
-            frame.body,
-            properties,
-            persistent,
-            _priority(headers.get("priority")),
-            _expires(headers.get("expires")),
-            router.now_ms(),
-        )
-        if destination.routing is RoutingType.ANYCAST and router.queue(destination.address) is None:
-            if destination.remote_temporary:
-                # ActiveMQ: "Cannot publish to a deleted Destination".
-                raise NotFound(f"temporary destination {headers['destination'][:200]!r} is gone")
-            if destination.temporary:
-                owner = self._link.connection_id
-                router.get_or_create_queue(destination.address, temporary_owner=owner)
+        message_id = router.new_message_id()
+        priority, expires = _priority(headers.get("priority")), _expires(headers.get("expires"))
+        messages = []
+        for destination in destinations:
+            self._check_temporary(destination, text)
+            messages.append(
+                Message(
+                    message_id,
+                    destination.address,
+                    destination.routing,
+                    frame.body,
+                    properties,
+                    persistent,
+                    priority,
+                    expires,
+                    router.now_ms(),
+                )
+            )
         tx_id = headers.get("transaction")
         if tx_id is not None:
-            router.check_routable(message)
-            self._transaction(tx_id).add_send(message)
+            for message in messages:
+                router.check_routable(message)
+            tx = self._transaction(tx_id)
+            for message in messages:
+                tx.add_send(message)
             self._receipt(frame)
             return
-        router.send(message)
+        if len(messages) == 1:
+            router.send(messages[0])
+        else:
+            router.send_all(messages)  # a composite destination: all or none
         if persistent:
             self._receipt_when_durable(frame)
         else:
             self._receipt(frame)
         if router.budget.is_exhausted() and not self._subscriptions and not self._throttled:
             self._throttle()
+
+    def _check_temporary(self, destination: CoreDestination, text: str) -> None:
+        """A temp queue is created by its owner's first use; another's must still exist."""
+        router = self._router
+        if destination.routing is RoutingType.ANYCAST and router.queue(destination.address) is None:
+            if destination.remote_temporary:
+                # ActiveMQ: "Cannot publish to a deleted Destination".
+                raise NotFound(f"temporary destination {text[:200]!r} is gone")
+            if destination.temporary:
+                owner = self._link.connection_id
+                router.get_or_create_queue(destination.address, temporary_owner=owner)
 
     def _throttle(self) -> None:
         """Stop reading this producer until queued messages fall back under the budget.
@@ -347,6 +388,8 @@ class StompSession:
     def _on_subscribe(self, frame: Frame) -> None:
         headers = frame.headers
         destination_text = headers["destination"]
+        if "," in destination_text:
+            raise InvalidRequest("composite destinations are supported on SEND only")
         sub_id = headers.get("id", destination_text)  # STOMP 1.0 allows no id
         if sub_id in self._subscriptions:
             raise InvalidRequest(f"subscription id {sub_id!r} is already in use on this connection")
@@ -379,13 +422,15 @@ class StompSession:
         self._next_number += 1
         self._subscriptions[sub_id] = sub
         self._by_number[sub.number] = sub
+        info = self._advisory_fields("add")  # (the router sets the event)
+        info["consumerId"] = f"{sub_id}@{self._link.connection_id}"
         try:
             if destination.routing is RoutingType.ANYCAST:
                 owner = self._link.connection_id if destination.temporary else None
-                self._router.consume_queue(destination.address, consumer, owner=owner)
+                self._router.consume_queue(destination.address, consumer, owner=owner, info=info)
             else:
                 self._router.subscribe_topic(
-                    destination.address, consumer, durable_name=sub.durable_name
+                    destination.address, consumer, durable_name=sub.durable_name, info=info
                 )
         except CoreError:
             del self._subscriptions[sub_id]

@@ -17,6 +17,10 @@ Anything else is refused: ActiveMQ, too, needs a ``/queue/`` or ``/topic/`` pref
 
 Message properties: a dead letter's core ``originalDestination`` (``queue://orders``) is sent
 as ``original-destination:/queue/orders``, ActiveMQ's STOMP header.
+A SEND destination may be composite (ActiveMQ's composite destinations): a comma-separated
+list, each item one of the forms above or ``queue://<name>`` / ``topic://<name>``; an item with
+no prefix has the kind of the item before it (``/queue/a,b`` is two queues). SUBSCRIBE takes
+one destination (ActiveMQ's composite consumers are not supported).
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ TEMP_TOPIC = "/temp-topic/"
 REMOTE_TEMP_QUEUE = "/remote-temp-queue/"
 REMOTE_TEMP_TOPIC = "/remote-temp-topic/"
 TEMP_PREFIX = "ID:"
+COMPOSITE_QUEUE = "queue://"
+COMPOSITE_TOPIC = "topic://"
+MAX_COMPOSITE = 100  # destinations in one composite SEND
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +78,33 @@ def destination_to_core(destination: str, connection_id: str) -> CoreDestination
     raise InvalidRequest(
         f"invalid destination {destination[:200]!r}: use /queue/<name> or /topic/<name>"
     )
+
+
+def destinations_to_core(destination: str, connection_id: str) -> list[CoreDestination]:
+    """Map a (possibly composite, comma-separated) SEND destination; see the module text."""
+    if "," not in destination:
+        return [destination_to_core(destination, connection_id)]
+    items = [item.strip() for item in destination.split(",")]
+    if len(items) > MAX_COMPOSITE:
+        raise InvalidRequest(f"a composite destination may name at most {MAX_COMPOSITE}")
+    found: list[CoreDestination] = []
+    for item in items:
+        if item.startswith(COMPOSITE_QUEUE) and len(item) > len(COMPOSITE_QUEUE):
+            core = CoreDestination(RoutingType.ANYCAST, item[len(COMPOSITE_QUEUE) :])
+        elif item.startswith(COMPOSITE_TOPIC) and len(item) > len(COMPOSITE_TOPIC):
+            core = CoreDestination(RoutingType.MULTICAST, item[len(COMPOSITE_TOPIC) :])
+        elif item.startswith("/"):
+            core = destination_to_core(item, connection_id)
+        elif item and found:
+            core = CoreDestination(found[-1].routing, item)
+        else:
+            raise InvalidRequest(
+                f"invalid composite destination {destination[:200]!r}: each item needs "
+                "/queue/, /topic/, queue:// or topic:// (or follows one that has it)"
+            )
+        if core not in found:
+            found.append(core)
+    return found
 
 
 def destination_from_core(routing: RoutingType, address: str, connection_id: str = "") -> str:

@@ -71,6 +71,18 @@ class Store(Protocol):
         """The body of a message whose entry was paged out (raises StoreUnavailable)."""
         ...
 
+    def load_message(self, queue: str, seq: int) -> Message:
+        """The whole message recorded at ``seq`` (raises StoreUnavailable if it cannot)."""
+        ...
+
+    def record_duplicate_id(self, address: str, seq: int, duplicate_id: str) -> None:
+        """``duplicate_id`` was accepted on ``address`` (``seq`` orders ids per address)."""
+        ...
+
+    def forget_duplicate_id(self, address: str, duplicate_id: str) -> None:
+        """``duplicate_id`` left the address's bounded cache: its record may go."""
+        ...
+
     def begin_atomic(self) -> None:
         """Records until :meth:`end_atomic` survive a crash together or not at all."""
         ...

@@ -23,14 +23,25 @@ start-up. Subscribing again with a different selector (or topic) replaces the du
 subscription, as in JMS. A recorded selector this build cannot compile leaves the restored
 subscription's selector unknown: it adopts the selector its consumer next subscribes with and
 drops the messages, enqueued meanwhile, that the selector does not match.
+
+Also routed here (issue #4):
+- Virtual topics: a queue named ``Consumer.<name>.VirtualTopic.<rest>`` (ActiveMQ's default
+  ``Consumer.*.VirtualTopic.>``) is also bound to topic ``VirtualTopic.<rest>``: every such
+  queue gets a copy of what is sent to the topic, and its consumers share it.
+- Scheduled delivery (:mod:`dovecote.core.scheduler`) and duplicate detection
+  (:mod:`dovecote.core.dedup`), both keyed on message properties.
+- Composite sends (:meth:`Router.send_all`): one message to several addresses, atomically.
+- Advisory messages (:mod:`dovecote.core.advisory`) through :meth:`Router.advise`.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 
+from dovecote.core import advisory
+from dovecote.core.dedup import DEFAULT_CACHE_SIZE, DuplicateCache, cache_key, duplicate_id_of
 from dovecote.core.errors import (
     Conflict,
     InvalidRequest,
@@ -52,12 +63,34 @@ from dovecote.core.policy import (
 from dovecote.core.ports import Clock, Store
 from dovecote.core.queue import Consumer, Queue
 from dovecote.core.queue_policy import QueuePolicy
+from dovecote.core.scheduler import (
+    DEFAULT_HOLD_LIMIT,
+    SCHEDULE_PROPERTIES,
+    Scheduler,
+    schedule_of,
+)
 from dovecote.core.selector import Selector, SelectorError, compile_selector
 from dovecote.core.timers import TimerHandle, Timers
 
 DEFAULT_EXPIRY_CHECK_MS = 1000
 
 _TOPIC_CACHE_LIMIT = 10_000
+_RESERVED_PREFIX = "$dovecote."  # internal queues; clients may not use these names
+VIRTUAL_TOPIC_PREFIX = "VirtualTopic."
+# Properties that make a send more than routing: scheduling or duplicate detection.
+_SPECIAL_PROPERTIES = SCHEDULE_PROPERTIES | {"_AMQ_DUPL_ID", "dovecote-dedup-id"}
+
+
+def virtual_topic_of(queue_name: str) -> str | None:
+    """``VirtualTopic.Orders`` for a queue ``Consumer.A.VirtualTopic.Orders``; else None."""
+    if not queue_name.startswith("Consumer."):
+        return None
+    parts = queue_name.split(".", 2)
+    if len(parts) == 3 and parts[1] and parts[2].startswith(VIRTUAL_TOPIC_PREFIX):
+        topic = parts[2]
+        if len(topic) > len(VIRTUAL_TOPIC_PREFIX) and is_valid_pattern(topic):
+            return topic
+    return None
 
 
 class Router:
@@ -70,6 +103,9 @@ class Router:
         budget: MemoryBudget | None = None,
         policies: PolicyMap | None = None,
         expiry_check_ms: int = DEFAULT_EXPIRY_CHECK_MS,
+        duplicate_cache_size: int = DEFAULT_CACHE_SIZE,
+        schedule_hold_limit: int = DEFAULT_HOLD_LIMIT,
+        advisories: bool = True,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -89,6 +125,19 @@ class Router:
         self._selector_unknown: set[str] = set()  # restored durable subscriptions
         self._ids = itertools.count(1)
         self._id_prefix = f"ID:{node_id}-"
+        self._virtual: TopicTrie[Queue] = TopicTrie()  # virtual topic -> its consumer queues
+        self._consumer_info: dict[Consumer, tuple[RoutingType, str, Mapping[str, str]]] = {}
+        self.advisories = advisories
+        self.dedup = DuplicateCache(store, duplicate_cache_size)
+        self.scheduler = Scheduler(
+            store,
+            route=self._fire,
+            now_ms=clock.now_ms,
+            new_id=self.new_message_id,
+            budget=self.budget,
+            atomic=self._atomic,
+            hold_limit=schedule_hold_limit,
+        )
 
     # --- messages -----------------------------------------------------------------------------
 
@@ -107,6 +156,75 @@ class Router:
         """
         if message.persistent and not self.store.is_available():
             self.check_routable(message)  # raises StoreUnavailable
+        properties = message.properties
+        if properties and not _SPECIAL_PROPERTIES.isdisjoint(properties):
+            return self._send_special(message, bounded)
+        return self._route(message, bounded)
+
+    def send_all(self, messages: Sequence[Message]) -> int:
+        """Send each message (a composite destination): persistent ones all or none."""
+        for message in messages:
+            self.check_routable(message)
+        self.begin_atomic()
+        try:
+            return sum(self.send(message) for message in messages)
+        finally:
+            self.end_atomic()
+
+    def _send_special(self, message: Message, bounded: bool) -> int:
+        """Send a message that asks for scheduling and/or duplicate detection."""
+        schedule = schedule_of(message.properties)  # InvalidRequest for bad values
+        duplicate_id = duplicate_id_of(message.properties)
+        if duplicate_id is None:
+            if schedule is None:
+                return self._route(message, bounded)
+            self.check_routable(message)
+            self.scheduler.schedule(message, schedule)
+            return 1
+        key = cache_key(message)
+        if self.dedup.is_duplicate(key, duplicate_id):
+            return 0
+        self.check_routable(message)
+        persistent = message.persistent  # (only then is there a group worth writing)
+        if persistent:
+            self.begin_atomic()
+        try:
+            if schedule is None:
+                count = self._route(message, bounded)
+            else:
+                self.scheduler.schedule(message, schedule)
+                count = 1
+            self.dedup.remember(key, duplicate_id, persistent=persistent)
+        finally:
+            if persistent:
+                self.end_atomic()
+        return count
+
+    def begin_atomic(self) -> None:
+        """Store records until the matching :meth:`end_atomic` survive a crash all or none.
+
+        Nests: only the outermost pair makes a store group."""
+        if self._atomic_depth == 0:
+            self.store.begin_atomic()
+        self._atomic_depth += 1
+
+    def end_atomic(self) -> None:
+        self._atomic_depth -= 1
+        if self._atomic_depth == 0:
+            self.store.end_atomic()
+
+    def _atomic(self, begin: bool) -> None:
+        if begin:
+            self.begin_atomic()
+        else:
+            self.end_atomic()
+
+    def _fire(self, message: Message) -> int:
+        """Route a scheduled message that is due (accepted when scheduled: never refused)."""
+        return self._route(message, bounded=False)
+
+    def _route(self, message: Message, bounded: bool = True) -> int:
+        """Hand ``message`` to its queue(s) now; returns how many took it."""
         if message.routing is RoutingType.ANYCAST:
             queue = self.get_or_create_queue(message.address)
             if bounded and queue.bounded and queue.is_rejecting():
@@ -139,6 +257,11 @@ class Router:
             )
         if not message.address or is_wildcard(message.address):
             raise InvalidRequest(f"cannot send to a wildcard address {message.address!r}")
+        if message.address.startswith(_RESERVED_PREFIX):
+            raise InvalidRequest(f"address {message.address[:100]!r} is reserved")
+        properties = message.properties
+        if properties and not SCHEDULE_PROPERTIES.isdisjoint(properties):
+            schedule_of(properties)  # raises InvalidRequest for a bad schedule
         if message.routing is RoutingType.ANYCAST:
             queue = self._queues.get(message.address)
             queues: tuple[Queue, ...] = () if queue is None else (queue,)
@@ -148,17 +271,6 @@ class Router:
         for queue in queues:
             if queue.bounded and queue.is_rejecting():
                 raise _full(queue)
-
-    def begin_atomic(self) -> None:
-        """Start an atomic store group (nested calls join the outer group)."""
-        self._atomic_depth += 1
-        if self._atomic_depth == 1:
-            self.store.begin_atomic()
-
-    def end_atomic(self) -> None:
-        self._atomic_depth -= 1
-        if self._atomic_depth == 0:
-            self.store.end_atomic()
 
     def relieve_memory(self) -> None:
         """Page out queues (bodies already in the store) while over the paging level."""
@@ -173,11 +285,55 @@ class Router:
     def _match_topic(self, address: str) -> tuple[Queue, ...]:
         if is_wildcard(address):
             raise InvalidRequest(f"cannot send to a wildcard address {address!r}")
-        queues = tuple(sorted(self._subscriptions.match(address), key=lambda q: q.name))
+        matched = self._subscriptions.match(address)
+        if address.startswith(VIRTUAL_TOPIC_PREFIX):
+            matched |= self._virtual.match(address)
+        queues = tuple(sorted(matched, key=lambda q: q.name))
         if len(self._topic_cache) >= _TOPIC_CACHE_LIMIT:
             self._topic_cache.clear()
         self._topic_cache[address] = queues
         return queues
+
+    # --- advisories ---------------------------------------------------------------------------
+
+    def advise(
+        self,
+        kind: str,
+        fields: Mapping[str, object],
+        *,
+        routing: RoutingType | None = None,
+        address: str = "",
+    ) -> bool:
+        """Publish an advisory (``advisory.CONNECTION``, ``CONSUMER``, ``EXPIRED``,
+        ``DEAD_LETTERED`` ...) about ``address``; True if anyone subscribed to it.
+
+        Costs one cached trie lookup when nobody listens: the message is built only then.
+        """
+        if not self.advisories:
+            return False
+        topic = advisory.advisory_topic(kind, routing, address)
+        if topic is None:
+            return False
+        queues = self._topic_cache.get(topic)
+        if queues is None:
+            queues = self._match_topic(topic)
+        if not queues:
+            return False
+        message = advisory.advisory_message(
+            self.new_message_id(), topic, kind, fields, self.clock.now_ms()
+        )
+        for queue in queues:
+            queue.add(message)
+        return True
+
+    def _advise_consumer(self, consumer: Consumer, event: str, queue: Queue) -> None:
+        found = self._consumer_info.get(consumer)
+        if found is None:
+            return
+        routing, address, info = found
+        count = len(queue.consumers)
+        fields = {**info, "event": event, "destination": address, "consumerCount": count}
+        self.advise(advisory.CONSUMER, fields, routing=routing, address=address)
 
     # --- clients ------------------------------------------------------------------------------
 
@@ -205,8 +361,8 @@ class Router:
         queue = self._queues.get(name)
         if queue is not None:
             return queue
-        if not name or is_wildcard(name):
-            raise InvalidRequest(f"invalid queue name {name!r}")
+        if not name or is_wildcard(name) or name.startswith(_RESERVED_PREFIX):
+            raise InvalidRequest(f"invalid queue name {name[:100]!r}")
         queue = self._new_queue(
             name, address=name, durable=temporary_owner is None, temporary_owner=temporary_owner
         )
@@ -215,7 +371,14 @@ class Router:
             self._owned.setdefault(temporary_owner, set()).add(name)
         else:
             self.store.record_queue(name, name, None)
+            self._bind_virtual(queue)
         return queue
+
+    def _bind_virtual(self, queue: Queue) -> None:
+        topic = virtual_topic_of(queue.name)
+        if topic is not None:
+            self._virtual.add(topic, queue)
+            self._topic_cache.clear()
 
     def delete_queue(self, name: str) -> None:
         queue = self._queues.pop(name, None)
@@ -223,6 +386,9 @@ class Router:
             raise NotFound(f"no queue {name!r}")
         if queue.temporary_owner is not None:
             self._owned.get(queue.temporary_owner, set()).discard(name)
+        topic = virtual_topic_of(name)
+        if topic is not None and self._virtual.remove(topic, queue):
+            self._topic_cache.clear()
         self._close_queue(queue)
 
     def delete_owned(self, owner: object) -> None:
@@ -329,10 +495,22 @@ class Router:
 
     # --- consumers ----------------------------------------------------------------------------
 
-    def consume_queue(self, name: str, consumer: Consumer, *, owner: object | None = None) -> Queue:
-        """Attach ``consumer`` to anycast queue ``name`` (created on first use)."""
+    def consume_queue(
+        self,
+        name: str,
+        consumer: Consumer,
+        *,
+        owner: object | None = None,
+        info: Mapping[str, str] | None = None,
+    ) -> Queue:
+        """Attach ``consumer`` to anycast queue ``name`` (created on first use).
+
+        ``info`` (connection and consumer ids) goes into the consumer advisories."""
         queue = self.get_or_create_queue(name, temporary_owner=owner)
         queue.add_consumer(consumer)
+        if info is not None:
+            self._consumer_info[consumer] = (RoutingType.ANYCAST, name, info)
+            self._advise_consumer(consumer, "add", queue)
         return queue
 
     def subscribe_topic(
@@ -341,14 +519,24 @@ class Router:
         consumer: Consumer,
         *,
         durable_name: str | None = None,
+        info: Mapping[str, str] | None = None,
     ) -> Queue:
         """Attach ``consumer`` to a new subscription of ``pattern`` (or its durable one).
 
         The consumer's selector becomes the subscription's: it decides what is enqueued (the
         consumer itself then filters nothing more).
         """
+        queue = self._subscribe_topic(pattern, consumer, durable_name)
+        if info is not None:
+            self._consumer_info[consumer] = (RoutingType.MULTICAST, pattern, info)
+            self._advise_consumer(consumer, "add", queue)
+        return queue
+
+    def _subscribe_topic(self, pattern: str, consumer: Consumer, durable_name: str | None) -> Queue:
         if not is_valid_pattern(pattern):
             raise InvalidRequest(f"invalid topic pattern {pattern!r}")
+        if durable_name is not None and durable_name.startswith(_RESERVED_PREFIX):
+            raise InvalidRequest(f"durable subscription name {durable_name[:100]!r} is reserved")
         selector, consumer.selector = consumer.selector, None
         if durable_name is None:
             queue = self._new_queue(
@@ -413,6 +601,7 @@ class Router:
         """Recreate a durable anycast queue found in the store (start-up; not re-recorded)."""
         queue = self._new_queue(name, address=name, durable=True)
         self._queues[name] = queue
+        self._bind_virtual(queue)
         return queue
 
     def delete_durable_subscription(self, name: str) -> None:
@@ -435,6 +624,9 @@ class Router:
         if queue.filter is not None and not queue.durable:
             self._unbind(queue)
             queue.purge()
+        if self._consumer_info:
+            self._advise_consumer(consumer, "remove", queue)
+            self._consumer_info.pop(consumer, None)
 
     def _bind(self, queue: Queue) -> None:
         assert queue.filter is not None

@@ -15,6 +15,7 @@ from dovecote.store.record import (
     RecordType,
     SegmentHeader,
     UnsupportedFormat,
+    decode_duplicate_id,
     decode_group,
     decode_message_added,
     decode_name,
@@ -87,6 +88,9 @@ def describe(kind: RecordType, payload: bytes) -> str:
         queue, seq, count = decode_queue_seq(payload)
         extra = f" count={count}" if count is not None else ""
         return f"{kind.name} {queue}#{seq}{extra}"
+    if kind is RecordType.DUPLICATE_ID:
+        address, seq, duplicate_id = decode_duplicate_id(payload)
+        return f"DUPLICATE_ID {address}#{seq} id={duplicate_id}"
     return f"{kind.name} group={decode_group(payload)}"
 
 

@@ -37,6 +37,7 @@ from dovecote.store.record import (
     QueueKind,
     RecordType,
     decode_message_added,
+    encode_duplicate_id,
     encode_group,
     encode_message_added,
     encode_name,
@@ -90,8 +91,11 @@ class Journal:
         self._refs: dict[int, set[int]] = {}
         self._locations: dict[str, dict[int, int]] = {}  # queue -> seq -> segment<<32 | size
         self._queue_defs: dict[str, tuple[bytes, int]] = {}  # name -> (record, segment)
+        self._duplicates: dict[tuple[str, str], tuple[bytes, int]] = {}  # (address, id) -> same
         self._delivered: dict[str, dict[int, int]] = {}  # queue -> seq -> delivery count
         self._evacuating: int | None = None
+        self._closing = False
+        self._evacuation_read: asyncio.Future[dict[tuple[str, int], bytes]] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -134,6 +138,14 @@ class Journal:
         """Write and sync what is pending, then stop the writer."""
         if self._writer is None:
             return
+        # No evacuation may append after the last batch this waits for (it would never be
+        # written, while the accounting counted it): none starts now, and one whose segment
+        # is being read is finished first.
+        self._closing = True
+        read = self._evacuation_read
+        if read is not None and not read.done():
+            await asyncio.wait_for(asyncio.shield(read), timeout=30)
+            await asyncio.sleep(0)  # (its done-callback, which appends the copies, runs first)
         done = asyncio.Event()
         self.call_when_durable(done.set)
         if self.available:
@@ -222,6 +234,10 @@ class Journal:
 
     def load_body(self, queue: str, seq: int) -> bytes:
         """Read a paged-out message body back from its segment (page cache, usually)."""
+        return self.load_message(queue, seq).body
+
+    def load_message(self, queue: str, seq: int) -> Message:
+        """Read a message back from its MESSAGE_ADDED record."""
         key = (queue, seq)
         packed = self._moving.get(key) or self._locations.get(queue, {}).get(seq)
         if packed is None or _offset_of(packed) == 0:
@@ -236,7 +252,19 @@ class Journal:
         record = read_record(data, 0)
         if record is None or record[0] is not RecordType.MESSAGE_ADDED:
             raise StoreUnavailable(f"message {queue}#{seq} could not be read back")
-        return decode_message_added(record[1])[2].body
+        return decode_message_added(record[1])[2]
+
+    def record_duplicate_id(self, address: str, seq: int, duplicate_id: str) -> None:
+        record = encode_duplicate_id(address, seq, duplicate_id)
+        self.forget_duplicate_id(address, duplicate_id)
+        self._append(record)
+        self._hold(self._segment, len(record))
+        self._duplicates[(address, duplicate_id)] = (record, self._segment)
+
+    def forget_duplicate_id(self, address: str, duplicate_id: str) -> None:
+        old = self._duplicates.pop((address, duplicate_id), None)
+        if old is not None:
+            self._release(old[1], len(old[0]))
 
     def begin_atomic(self) -> None:
         self._group_ids += 1
@@ -418,7 +446,7 @@ class Journal:
                 elif segment != self._evacuating:
                     self._delete(segment)
         closed = sorted(s for s in self._segments if s != self._segment)
-        if not closed or self._evacuating is not None:
+        if not closed or self._evacuating is not None or self._closing:
             return
         oldest = closed[0]
         size = self._sizes.get(oldest, 0)
@@ -443,22 +471,45 @@ class Journal:
         self._writer.jobs.put((Job.DELETE, segment))
 
     def _evacuate(self, segment: int) -> None:
-        """Append the live records of ``segment`` anew, then delete it once they are durable."""
+        """Append the live records of ``segment`` anew, then delete it once they are durable.
+
+        The (closed) segment is read and parsed on a worker thread: on the loop, a 32 MiB
+        segment stalled every connection for most of a second. Its records are appended when
+        the read is done, skipping those acknowledged meanwhile; until then ``_evacuating``
+        keeps the segment from being deleted or another evacuation from starting."""
         self._evacuating = segment
-        assert self._writer is not None
-        keys = {
-            (name, seq)
-            for name, seqs in self._locations.items()
-            for seq, packed in seqs.items()
-            if _segment_of(packed) == segment
-        }
-        records = _read_live_records(segment_path(self.directory, segment), keys)
+        assert self._loop is not None
+        path = segment_path(self.directory, segment)
+        future = self._loop.run_in_executor(None, _read_message_records, path)
+        future.add_done_callback(lambda read: self._evacuate_records(segment, read))
+        self._evacuation_read = future
+
+    def _evacuate_records(
+        self, segment: int, read: asyncio.Future[dict[tuple[str, int], bytes]]
+    ) -> None:
+        """Loop thread: the segment's MESSAGE_ADDED records are read; copy the live ones."""
+        self._evacuation_read = None
+        if self._writer is None or read.cancelled():
+            self._evacuating = None
+            return
+        error = read.exception()
+        if error is not None:
+            log.error("could not read segment %d to evacuate it: %s", segment, error)
+            self._evacuating = None
+            return
+        records = read.result()
         for name, (record, where) in list(self._queue_defs.items()):
             if where == segment:
                 self._release(where, len(record))
                 self._append(record)
                 self._hold(self._segment, len(record))
                 self._queue_defs[name] = (record, self._segment)
+        for key, (record, where) in list(self._duplicates.items()):
+            if where == segment:
+                self._release(where, len(record))
+                self._append(record)
+                self._hold(self._segment, len(record))
+                self._duplicates[key] = (record, self._segment)
         for (name, seq), record in records.items():
             packed = self._locations.get(name, {}).get(seq)
             if packed is None or _segment_of(packed) != segment:
@@ -507,6 +558,11 @@ class Journal:
                 self._hold(item.segment, item.size)
                 if item.delivery_count:
                     self._delivered.setdefault(queue_state.name, {})[seq] = item.delivery_count
+        for address, ids in state.duplicate_ids.items():
+            for duplicate_id, found in ids.items():
+                record = encode_duplicate_id(address, found.seq, duplicate_id)
+                self._duplicates[(address, duplicate_id)] = (record, found.segment)
+                self._hold(found.segment, len(record))
 
 
 def _pack(segment: int, size: int, offset: int = 0) -> int:
@@ -526,11 +582,10 @@ def _size_of(packed: int) -> int:
     return packed & 0xFFFFFFFF
 
 
-def _read_live_records(path: Path, keys: set[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
-    """Raw MESSAGE_ADDED records of ``path`` whose (queue, seq) is in ``keys``."""
+def _read_message_records(path: Path) -> dict[tuple[str, int], bytes]:
+    """Raw MESSAGE_ADDED records of ``path`` by (queue, seq) (the last one of each). Runs on a
+    worker thread: it touches nothing but the file."""
     found: dict[tuple[str, int], bytes] = {}
-    if not keys:
-        return found
     data = path.read_bytes()
     offset = SEGMENT_HEADER.size
     while offset < len(data):
@@ -539,8 +594,6 @@ def _read_live_records(path: Path, keys: set[tuple[str, int]]) -> dict[tuple[str
             break
         kind, payload, next_offset = record
         if kind is RecordType.MESSAGE_ADDED:
-            key = peek_queue_seq(payload)
-            if key in keys:
-                found[key] = data[offset:next_offset]
+            found[peek_queue_seq(payload)] = data[offset:next_offset]
         offset = next_offset
     return found

@@ -25,6 +25,15 @@ class MemoryStore:
     def load_body(self, queue: str, seq: int) -> bytes:
         raise StoreUnavailable("the memory store keeps no message bodies")
 
+    def load_message(self, queue: str, seq: int) -> Message:
+        raise StoreUnavailable("the memory store keeps no messages")
+
+    def record_duplicate_id(self, address: str, seq: int, duplicate_id: str) -> None:
+        return None
+
+    def forget_duplicate_id(self, address: str, duplicate_id: str) -> None:
+        return None
+
     def begin_atomic(self) -> None:
         return None
 

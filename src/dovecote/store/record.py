@@ -40,6 +40,7 @@ class RecordType(IntEnum):
     MESSAGE_DELIVERED = 5  # queue str16 | seq u64 | delivery count u32
     ATOMIC_BEGIN = 6  # group id u64: records up to ATOMIC_COMMIT apply together or not at all
     ATOMIC_COMMIT = 7  # group id u64
+    DUPLICATE_ID = 8  # address str16 | seq u64 | duplicate id str16
 
 
 class QueueKind(IntEnum):
@@ -235,6 +236,19 @@ def peek_queue_seq(payload: bytes) -> tuple[str, int]:
     """The (queue, seq) that MESSAGE_ADDED, _ACKED and _DELIVERED payloads begin with."""
     r = _Reader(payload)
     return r.str16(), r.u64()
+
+
+def encode_duplicate_id(address: str, seq: int, duplicate_id: str) -> bytes:
+    payload = b"".join((_str16(address), _U64.pack(seq), _str16(duplicate_id)))
+    return frame_record(RecordType.DUPLICATE_ID, payload)
+
+
+def decode_duplicate_id(payload: bytes) -> tuple[str, int, str]:
+    r = _Reader(payload)
+    address, seq, duplicate_id = r.str16(), r.u64(), r.str16()
+    if r.pos != len(payload):
+        raise CorruptRecord("duplicate-id record has trailing bytes")
+    return address, seq, duplicate_id
 
 
 def encode_group(kind: RecordType, group_id: int) -> bytes:

@@ -27,6 +27,7 @@ from dovecote.store.record import (
     QueueKind,
     RecordType,
     SegmentHeader,
+    decode_duplicate_id,
     decode_group,
     decode_message_added,
     decode_name,
@@ -80,6 +81,12 @@ class RecoveredQueue:
         return self.segment >= 0
 
 
+@dataclass(frozen=True, slots=True)
+class RecoveredDuplicate:
+    seq: int  # orders the ids of one address (oldest first)
+    segment: int  # where its (latest) DUPLICATE_ID record is
+
+
 @dataclass(slots=True)
 class RecoveryReport:
     segments: int = 0
@@ -102,6 +109,8 @@ class RecoveredState:
     segment_sizes: dict[int, int] = field(default_factory=dict)
     # segment -> older segments its acks/deletes refer to (they must outlive it)
     references: dict[int, set[int]] = field(default_factory=dict)
+    # address -> duplicate-detection id -> where (see DUPLICATE_ID)
+    duplicate_ids: dict[str, dict[str, RecoveredDuplicate]] = field(default_factory=dict)
     report: RecoveryReport = field(default_factory=RecoveryReport)
 
 
@@ -177,6 +186,10 @@ class _Replayer:
             acked = queue.messages.pop(seq, None) if queue is not None else None
             if acked is not None:
                 self._refer(segment, acked.segment)
+        elif kind is RecordType.DUPLICATE_ID:
+            address, seq, duplicate_id = decode_duplicate_id(payload)
+            ids = self.state.duplicate_ids.setdefault(address, {})
+            ids[duplicate_id] = RecoveredDuplicate(seq, segment)
         elif kind is RecordType.MESSAGE_DELIVERED:
             queue_name, seq, count = decode_queue_seq(payload)
             queue = queues.get(queue_name)
