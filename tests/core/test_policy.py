@@ -3,6 +3,8 @@ letters, expiry and the reaper, bounded and last-value queues."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from dovecote.core.errors import ResourceLimitExceeded
@@ -672,3 +674,36 @@ def test_a_last_value_replaces_a_parked_message() -> None:
     assert queue is not None
     assert h.sink.ids() == [("a2", 1)]
     assert queue.ready_count == queue.parked_count == 0
+
+
+# --- advisories ------------------------------------------------------------------------------
+
+
+class BodySink:
+    def __init__(self) -> None:
+        self.got: list[tuple[str, dict[str, object]]] = []
+
+    def deliver(self, consumer: Consumer, entry: QueueEntry) -> None:
+        self.got.append((entry.message.address, json.loads(entry.message.body)))
+
+
+def test_dead_letters_and_expiries_are_advised() -> None:
+    h = Harness(default=AddressPolicy(max_redeliveries=0))
+    advisories = BodySink()
+    h.router.subscribe_topic("ActiveMQ.Advisory.>", Consumer("adv", advisories))
+    consumer = h.consumer()
+    h.send("failing")
+    nack_first(consumer)  # no redelivery allowed: straight to the DLQ
+    h.router.unsubscribe(consumer)
+    h.send("late", expires=h.clock.now + 10)
+    h.advance(2000)  # the reaper finds it
+    topics = [topic for topic, _ in advisories.got if "Consumer" not in topic]
+    assert topics == [
+        "ActiveMQ.Advisory.MessageDLQd.Queue.orders",
+        "ActiveMQ.Advisory.Expired.Queue.orders",
+        "ActiveMQ.Advisory.MessageDLQd.Queue.orders",
+    ]
+    first = next(body for topic, body in advisories.got if "MessageDLQd" in topic)
+    assert first["messageId"] == "failing"
+    assert first["deadLetterQueue"] == "ActiveMQ.DLQ"
+    assert first["deliveryCount"] == 1

@@ -469,6 +469,24 @@ class Router:
             queue.discard(entry)
         finally:
             self.end_atomic()
+        self._advise_dead_letter(message, entry.delivery_count, reason, target)
+
+    def _advise_dead_letter(self, message: Message, count: int, reason: str, dlq: str) -> None:
+        """ActiveMQ.Advisory.MessageDLQd (and .Expired, for an expired message) about the
+        message's original destination."""
+        if not self.advisories:
+            return
+        fields = {
+            "messageId": message.message_id,
+            "deadLetterQueue": dlq,
+            "deliveryCount": count,
+            "reason": reason,
+        }
+        if message.is_expired(self.clock.now_ms()):
+            self.advise(advisory.EXPIRED, fields, routing=message.routing, address=message.address)
+        self.advise(
+            advisory.DEAD_LETTERED, fields, routing=message.routing, address=message.address
+        )
 
     def _watch_expiry(self, queue: QueuePolicy) -> None:
         self._reaping.add(queue)
