@@ -44,7 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SCENARIOS = ("queue", "fanout", "latency", "idle", "persistent", "selectors", "priority")
+SCENARIOS = (
+    "queue", "fanout", "latency", "idle", "persistent", "selectors", "priority", "acked",
+)  # fmt: skip
 # Measured on a freshly started broker each time: what an earlier run left behind (pooled
 # threads, a heap already resident) would otherwise be counted, or hidden.
 FRESH_BROKER = frozenset({"idle"})
@@ -62,6 +64,7 @@ METRICS: tuple[tuple[str, str, str, bool], ...] = (
     ("persistent", "msg_per_s", "persistent, receipt per send, msg/s", True),
     ("selectors", "msg_per_s", "queue 1P/10C, disjoint selectors, msg/s", True),
     ("priority", "msg_per_s", "queue 1P/1C, priorities 0-9 mixed, msg/s", True),
+    ("acked", "msg_per_s", "queue 1P/1C, client-individual ACK per message, msg/s", True),
 )
 
 

@@ -707,3 +707,20 @@ def test_dead_letters_and_expiries_are_advised() -> None:
     assert first["messageId"] == "failing"
     assert first["deadLetterQueue"] == "ActiveMQ.DLQ"
     assert first["deliveryCount"] == 1
+
+
+def test_a_send_after_credit_returned_to_an_emptied_queue_is_delivered() -> None:
+    """Regression guard for the add fast path: the queue remembers that no consumer had
+    credit; credit that comes back while the queue is empty (its waiting message expired)
+    must still let the next send through."""
+    h = Harness(default=AddressPolicy(expired=ExpiredAction.DROP))
+    consumer = h.consumer(prefetch=1)
+    h.send("m1")
+    h.send("m2", expires=h.clock.now + 10)  # waits: the consumer has no credit
+    h.advance(2000)  # the reaper drops m2: nothing waits any more
+    queue = h.router.queue("orders")
+    assert queue is not None
+    assert queue.ready_count == 0
+    queue.ack(consumer, next(iter(consumer.in_flight)))
+    h.send("m3")
+    assert h.sink.ids() == [("m1", 1), ("m3", 1)]

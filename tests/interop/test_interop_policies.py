@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-from conftest import BrokerProcess, Peer, launch_broker
+from stomp_peers import BrokerProcess, Peer, launch_broker
 
 CONFIG = """
 [broker]

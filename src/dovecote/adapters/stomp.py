@@ -310,7 +310,8 @@ class StompSession:
         priority, expires = _priority(headers.get("priority")), _expires(headers.get("expires"))
         messages = []
         for destination in destinations:
-            self._check_temporary(destination, text)
+            if destination.temporary or destination.remote_temporary:
+                self._check_temporary(destination, text)
             messages.append(
                 Message(
                     message_id,
@@ -345,7 +346,8 @@ class StompSession:
             self._throttle()
 
     def _check_temporary(self, destination: CoreDestination, text: str) -> None:
-        """A temp queue is created by its owner's first use; another's must still exist."""
+        """A temp queue is created by its owner's first use; another's must still exist
+        (called for temporary destinations only)."""
         router = self._router
         if destination.routing is RoutingType.ANYCAST and router.queue(destination.address) is None:
             if destination.remote_temporary:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dovecote.adapters.stomp_mapping import destination_from_core, properties_from_core
 from dovecote.core.message import Message, RoutingType
+from dovecote.core.policy import ORIGINAL_DESTINATION
 from dovecote.core.queue import Consumer, Queue
 from dovecote.core.selector import Selector
 from dovecote.protocols.stomp.frames import escape
@@ -74,7 +75,10 @@ class MessageEncoder:
         ]
         if message.persistent:
             lines.append("persistent:true\n")
-        for name, value in properties_from_core(message.properties).items():
+        properties = message.properties
+        if ORIGINAL_DESTINATION in properties:  # (a dead letter: rare)
+            properties = properties_from_core(properties)
+        for name, value in properties.items():
             lines.append(f"{escape(name, version)}:{escape(value, version)}\n")
         lines.append(f"content-length:{len(message.body)}\n\n")
         tail = b"".join(("".join(lines).encode(), message.body, b"\0"))

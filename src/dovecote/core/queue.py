@@ -122,6 +122,7 @@ class Queue(QueuePolicy):
         self._groups = GroupTable()
         self._next_seq = 1
         self._dispatching = False
+        self._no_credit = False  # dispatch last stopped because no consumer had credit
         self.last_error: str | None = None  # why dispatch last stopped short, if it did
         self.enqueued = 0
         self.dequeued = 0
@@ -222,6 +223,19 @@ class Queue(QueuePolicy):
                 # (amortized), or the list would hold every message the queue ever had.
                 self._pageable = deque(e for e in pageable if e.ready and not e.paged)
         self._budget.charge(len(message.body))
+        if (
+            not self._ready_count
+            and self._consumers
+            and not self._no_credit
+            and not self._dispatching
+            and not self._checks_adds
+            and not message.expires
+        ):
+            # Nothing else waits: route it at once, without queueing it first (the hot path).
+            self._ready_count = 1
+            if self._route_new(entry):
+                return
+            self._ready_count = 0
         priority = message.priority
         self._ready[priority][seq] = entry
         if priority > self._top or not self._fresh_count:
@@ -230,7 +244,7 @@ class Queue(QueuePolicy):
         self._ready_count += 1
         if self._checks_adds or (message.expires and self.policy is not None):
             self._apply_policy_on_add(entry)
-        if self._consumers:
+        if self._consumers and not self._no_credit:
             self.dispatch()
         self._adds_since_page += 1
         budget = self._budget
@@ -387,6 +401,7 @@ class Queue(QueuePolicy):
 
     def dispatch(self) -> None:
         """Hand ready messages to consumers with credit until either runs out."""
+        self._no_credit = False
         if self._dispatching or not self._ready_count or not self._consumers:
             return
         self._dispatching = True
@@ -415,10 +430,12 @@ class Queue(QueuePolicy):
                 if consumer is _PARKED:
                     continue
                 if consumer is None:
-                    # Nobody has credit: leave it (and the rest) unexamined.
+                    # Nobody has credit: leave it (and the rest) unexamined. Until credit
+                    # comes back (every way it does calls dispatch), adds need not try.
                     level[seq] = entry
                     level.move_to_end(seq, last=False)
                     self._fresh_count += 1
+                    self._no_credit = True
                     return
                 try:
                     self._deliver(entry, consumer, group)
@@ -431,6 +448,24 @@ class Queue(QueuePolicy):
             return
         finally:
             self._dispatching = False
+
+    def _route_new(self, entry: QueueEntry) -> bool:
+        """Deliver or park ``entry``, the only ready one (counted in ``_ready_count``), as
+        dispatch would; False, untouched, when no consumer has credit."""
+        properties = entry.message.properties
+        group = properties.get(GROUP_ID) if properties else None
+        consumer = self._route(entry, group)
+        if consumer is None:
+            return False
+        if consumer is not _PARKED:
+            self._dispatching = True
+            try:
+                self._deliver(entry, consumer, group)  # (a new entry is never paged out)
+            finally:
+                self._dispatching = False
+            if self._ready_count:
+                self.dispatch()  # delivering released parked entries (a group closed)
+        return True
 
     def _has_any_credit(self) -> bool:
         for consumer in self._consumers:
