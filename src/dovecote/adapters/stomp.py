@@ -1,22 +1,9 @@
 """STOMP sessions: one per connection, translating frames to core calls and deliveries back.
 
-Headers the broker acts on (ActiveMQ's names); every other header passes through unchanged:
-
-==========================  ====================================================
-SEND header                 effect
-==========================  ====================================================
-``destination``             see :mod:`dovecote.adapters.stomp_mapping`
-``persistent: true``        journaled on durable queues; RECEIPT after durable
-``priority: 0-9``           dispatch priority (default 4)
-``expires: <epoch ms>``     never delivered after this time (0: never expires)
-``reply-to``                temp destinations rewritten to ``/remote-temp-*``
-``transaction``             held until COMMIT
-``receipt``                 RECEIPT once accepted (and durable, if persistent)
-``AMQ_SCHEDULED_*``         scheduled delivery (passed to the core as properties)
-``_AMQ_DUPL_ID``            duplicate detection (or ``dovecote-dedup-id``)
-==========================  ====================================================
-
-A SEND ``destination`` may be composite (comma-separated; see stomp_mapping).
+SEND headers the broker acts on (``destination``, ``persistent``, ``priority``, ``expires``,
+``reply-to``, ``transaction``, ``receipt``, ``AMQ_SCHEDULED_*``, ``_AMQ_DUPL_ID``) are listed
+in :mod:`dovecote.adapters.stomp_send`; every other header passes through unchanged. A SEND
+``destination`` may be composite (comma-separated; see stomp_mapping).
 
 SUBSCRIBE headers (``ack``, ``activemq.prefetchSize``, ``selector``, ``activemq.exclusive``,
 ``activemq.priority``, ``browser``, ``activemq.subscriptionName``) are read by
@@ -50,10 +37,11 @@ from dovecote.adapters.stomp_mapping import (
     destinations_to_core,
     reply_to_from_client,
 )
+from dovecote.adapters.stomp_send import NOT_PASSED_THROUGH, expires_of, priority_of
 from dovecote.adapters.stomp_subscribe import SubscribeOptions, subscribe_options
 from dovecote.core import advisory
 from dovecote.core.errors import CoreError, ErrorCode, InvalidRequest, NotFound
-from dovecote.core.message import MAX_PRIORITY, Message, QueueEntry, RoutingType
+from dovecote.core.message import Message, QueueEntry, RoutingType
 from dovecote.core.queue import Consumer, consumer_queue
 from dovecote.core.router import Router
 from dovecote.core.tx import MAX_TRANSACTION_OPERATIONS, Transaction
@@ -78,24 +66,6 @@ log = logging.getLogger(__name__)
 SERVER_NAME = "dovecote/0.1.0"
 MIN_HEART_BEAT_MS = 100  # we never promise to send, or ask to receive, more often than this
 _CACHE_LIMIT = 4096  # entries in the per-destination caches (cleared, not grown, past it)
-
-# SEND headers consumed by the broker rather than passed through to subscribers.
-_NOT_PASSED_THROUGH = frozenset(
-    {
-        "destination",
-        "transaction",
-        "receipt",
-        "content-length",
-        "persistent",
-        "priority",
-        "expires",
-        "message-id",
-        "subscription",
-        "ack",
-        "redelivered",
-        "timestamp",
-    }
-)
 
 # One table from core error codes to the ERROR frame's summary, used by ``_fail``.
 _CORE_ERROR_SUMMARY = {
@@ -256,13 +226,13 @@ class StompSession(LinkedSession):
             if "," in text
             else [self._core_destination(text)]
         )
-        properties = {k: v for k, v in headers.items() if k not in _NOT_PASSED_THROUGH}
+        properties = {k: v for k, v in headers.items() if k not in NOT_PASSED_THROUGH}
         reply_to = properties.get("reply-to")
         if reply_to is not None:
             properties["reply-to"] = reply_to_from_client(reply_to, self._link.connection_id)
         persistent = headers.get("persistent", "false").lower() == "true"
         message_id = router.new_message_id()
-        priority, expires = _priority(headers.get("priority")), _expires(headers.get("expires"))
+        priority, expires = priority_of(headers.get("priority")), expires_of(headers.get("expires"))
         messages = []
         for destination in destinations:
             self._check_temporary(destination, text)
@@ -309,7 +279,6 @@ class StompSession(LinkedSession):
             if destination.temporary:
                 owner = self._link.connection_id
                 router.get_or_create_queue(destination.address, temporary_owner=owner)
-
 
     def _on_subscribe(self, frame: Frame) -> None:
         headers = frame.headers
@@ -564,22 +533,3 @@ _HANDLERS: dict[Command, Callable[[StompSession, Frame], None]] = {
     Command.ABORT: StompSession._on_abort,
     Command.DISCONNECT: StompSession._on_disconnect,
 }
-
-
-def _priority(value: str | None) -> int:
-    if value is None:
-        return 4
-    try:
-        return min(MAX_PRIORITY, max(0, int(value)))
-    except ValueError:
-        raise InvalidRequest(f"priority must be an integer 0-9, not {value[:20]!r}") from None
-
-
-def _expires(value: str | None) -> int:
-    if value is None:
-        return 0
-    try:
-        expires = int(value)
-    except ValueError:
-        raise InvalidRequest(f"expires must be epoch milliseconds, not {value[:20]!r}") from None
-    return max(0, expires)
