@@ -48,7 +48,6 @@ class _Timer(Protocol):
     def cancel(self) -> None: ...
 
 
-
 class LinkedSession:
     """The connection-facing half of a STOMP session (see the module docstring)."""
 
