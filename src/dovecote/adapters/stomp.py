@@ -1,22 +1,9 @@
 """STOMP sessions: one per connection, translating frames to core calls and deliveries back.
 
-Headers the broker acts on (ActiveMQ's names); every other header passes through unchanged:
-
-==========================  ====================================================
-SEND header                 effect
-==========================  ====================================================
-``destination``             see :mod:`dovecote.adapters.stomp_mapping`
-``persistent: true``        journaled on durable queues; RECEIPT after durable
-``priority: 0-9``           dispatch priority (default 4)
-``expires: <epoch ms>``     never delivered after this time (0: never expires)
-``reply-to``                temp destinations rewritten to ``/remote-temp-*``
-``transaction``             held until COMMIT
-``receipt``                 RECEIPT once accepted (and durable, if persistent)
-``AMQ_SCHEDULED_*``         scheduled delivery (passed to the core as properties)
-``_AMQ_DUPL_ID``            duplicate detection (or ``dovecote-dedup-id``)
-==========================  ====================================================
-
-A SEND ``destination`` may be composite (comma-separated; see stomp_mapping).
+SEND headers the broker acts on (``destination``, ``persistent``, ``priority``, ``expires``,
+``reply-to``, ``transaction``, ``receipt``, ``AMQ_SCHEDULED_*``, ``_AMQ_DUPL_ID``) are listed
+in :mod:`dovecote.adapters.stomp_send`; every other header passes through unchanged. A SEND
+``destination`` may be composite (comma-separated; see stomp_mapping).
 
 SUBSCRIBE headers (``ack``, ``activemq.prefetchSize``, ``selector``, ``activemq.exclusive``,
 ``activemq.priority``, ``browser``, ``activemq.subscriptionName``) are read by
@@ -39,10 +26,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Protocol
 
 from dovecote.adapters.stomp_encoding import MessageEncoder as MessageEncoder  # re-exported
 from dovecote.adapters.stomp_encoding import QueueBrowser, Subscription
+from dovecote.adapters.stomp_link import Link, LinkedSession
 from dovecote.adapters.stomp_mapping import (
     TEMP_PREFIX,
     CoreDestination,
@@ -50,10 +37,11 @@ from dovecote.adapters.stomp_mapping import (
     destinations_to_core,
     reply_to_from_client,
 )
+from dovecote.adapters.stomp_send import NOT_PASSED_THROUGH, expires_of, priority_of
 from dovecote.adapters.stomp_subscribe import SubscribeOptions, subscribe_options
 from dovecote.core import advisory
 from dovecote.core.errors import CoreError, ErrorCode, InvalidRequest, NotFound
-from dovecote.core.message import MAX_PRIORITY, Message, QueueEntry, RoutingType
+from dovecote.core.message import Message, QueueEntry, RoutingType
 from dovecote.core.queue import Consumer, consumer_queue
 from dovecote.core.router import Router
 from dovecote.core.tx import MAX_TRANSACTION_OPERATIONS, Transaction
@@ -63,9 +51,7 @@ from dovecote.protocols.stomp import (
     Command,
     Frame,
     FrameLimits,
-    Role,
     State,
-    StompConnection,
     UnsupportedVersion,
 )
 from dovecote.protocols.stomp.connection import (
@@ -78,27 +64,8 @@ from dovecote.protocols.stomp.frames import encode_frame
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "dovecote/0.1.0"
-THROTTLE_RETRY = 0.05  # seconds between paging attempts while a producer is paused
 MIN_HEART_BEAT_MS = 100  # we never promise to send, or ask to receive, more often than this
 _CACHE_LIMIT = 4096  # entries in the per-destination caches (cleared, not grown, past it)
-
-# SEND headers consumed by the broker rather than passed through to subscribers.
-_NOT_PASSED_THROUGH = frozenset(
-    {
-        "destination",
-        "transaction",
-        "receipt",
-        "content-length",
-        "persistent",
-        "priority",
-        "expires",
-        "message-id",
-        "subscription",
-        "ack",
-        "redelivered",
-        "timestamp",
-    }
-)
 
 # One table from core error codes to the ERROR frame's summary, used by ``_fail``.
 _CORE_ERROR_SUMMARY = {
@@ -110,52 +77,21 @@ _CORE_ERROR_SUMMARY = {
 }
 
 
-class Link(Protocol):
-    """What a session needs from its connection (implemented by the transport)."""
-
-    connection_id: str
-    last_received: float
-    last_sent: float
-
-    def write(self, data: bytes) -> None: ...
-
-    def close(self, reason: str) -> None: ...
-
-    def pause_reading(self) -> None: ...
-
-    def resume_reading(self) -> None: ...
-
-    def now(self) -> float: ...
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> _Timer: ...
-
-
-class _Timer(Protocol):
-    def cancel(self) -> None: ...
-
-
-class StompSession:
-    """The STOMP side of one connection."""
+class StompSession(LinkedSession):
+    """The STOMP side of one connection: the frame handlers (receipts, heart-beats and
+    throttling are in :class:`~dovecote.adapters.stomp_link.LinkedSession`)."""
 
     __slots__ = (
         "_browsing",
         "_by_number",
         "_client_id",
-        "_closed",
         "_connected",
         "_destinations",
-        "_durable_waiting",
         "_encoder",
-        "_link",
         "_max_subscriptions",
         "_max_transactions",
         "_next_number",
-        "_paused",
-        "_router",
-        "_stomp",
         "_subscriptions",
-        "_throttled",
-        "_timer",
         "_transactions",
     )
 
@@ -169,10 +105,8 @@ class StompSession:
         max_subscriptions: int = 1000,
         max_transactions: int = 100,
     ) -> None:
-        self._link = link
-        self._router = router
+        super().__init__(link, router, limits)
         self._encoder = encoder
-        self._stomp = StompConnection(Role.SERVER, limits)
         self._subscriptions: dict[str, Subscription] = {}
         self._by_number: dict[int, Subscription] = {}
         self._next_number = 1
@@ -181,17 +115,8 @@ class StompSession:
         self._max_subscriptions = max_subscriptions
         self._max_transactions = max_transactions
         self._client_id: str | None = None
-        self._timer: _Timer | None = None
-        self._paused = False
-        self._throttled = False
-        self._durable_waiting = 0  # durable receipts asked for and not yet sent
-        self._closed = False
         self._browsing: dict[str, QueueBrowser] = {}  # browser subscriptions still sending
         self._connected = False
-
-    @property
-    def version(self) -> str:
-        return self._stomp.version
 
     # --- transport callbacks ------------------------------------------------------------------
 
@@ -301,13 +226,13 @@ class StompSession:
             if "," in text
             else [self._core_destination(text)]
         )
-        properties = {k: v for k, v in headers.items() if k not in _NOT_PASSED_THROUGH}
+        properties = {k: v for k, v in headers.items() if k not in NOT_PASSED_THROUGH}
         reply_to = properties.get("reply-to")
         if reply_to is not None:
             properties["reply-to"] = reply_to_from_client(reply_to, self._link.connection_id)
         persistent = headers.get("persistent", "false").lower() == "true"
         message_id = router.new_message_id()
-        priority, expires = _priority(headers.get("priority")), _expires(headers.get("expires"))
+        priority, expires = priority_of(headers.get("priority")), expires_of(headers.get("expires"))
         messages = []
         for destination in destinations:
             if destination.temporary or destination.remote_temporary:
@@ -356,36 +281,6 @@ class StompSession:
             if destination.temporary:
                 owner = self._link.connection_id
                 router.get_or_create_queue(destination.address, temporary_owner=owner)
-
-    def _throttle(self) -> None:
-        """Stop reading this producer until queued messages fall back under the budget.
-
-        Memory comes back when consumers settle messages, or when bodies written to the
-        journal meanwhile can be paged out: the latter is retried every THROTTLE_RETRY seconds
-        (nothing else would trigger it while no producer is being read). A connection that also
-        consumes is never paused: it could not send the acks that would free the memory.
-        """
-        self._throttled = True
-        self._link.pause_reading()
-        budget = self._router.budget
-
-        def resume() -> None:
-            if self._throttled:
-                self._throttled = False
-                if not self._closed:
-                    self._link.resume_reading()
-
-        def retry() -> None:
-            if not self._throttled or self._closed:
-                return
-            self._router.relieve_memory()
-            if budget.is_exhausted():
-                self._link.call_later(THROTTLE_RETRY, retry)
-            else:
-                resume()
-
-        budget.call_when_available(resume)
-        self._link.call_later(THROTTLE_RETRY, retry)
 
     def _on_subscribe(self, frame: Frame) -> None:
         headers = frame.headers
@@ -607,42 +502,6 @@ class StompSession:
             )
         return tx
 
-    def _receipt(self, frame: Frame, then: Callable[[], None] | None = None) -> None:
-        """Send the frame's RECEIPT (if asked for), then call ``then``.
-
-        A client sees its receipts in the order of its frames (as ActiveMQ sends them): while
-        one of this connection's durable receipts is outstanding, later ones queue behind it.
-        Other connections' journal writes never delay it.
-        """
-        if self._durable_waiting:
-            self._receipt_when_durable(frame, then)
-            return
-        receipt = frame.headers.get("receipt")
-        if receipt is not None:
-            self._link.write(self._stomp.send(Frame(Command.RECEIPT, {"receipt-id": receipt})))
-        if then is not None:
-            then()
-
-    def _receipt_when_durable(self, frame: Frame, then: Callable[[], None] | None = None) -> None:
-        """Send the frame's RECEIPT (if asked for) once everything before it is durable,
-        then call ``then``."""
-        receipt = frame.headers.get("receipt")
-        if receipt is None:
-            if then is not None:
-                then()
-            return
-
-        def confirm() -> None:
-            self._durable_waiting -= 1
-            if self._closed or self._stomp.state is not State.OPEN:
-                return
-            self._link.write(self._stomp.send(Frame(Command.RECEIPT, {"receipt-id": receipt})))
-            if then is not None:
-                then()
-
-        self._durable_waiting += 1
-        self._router.call_when_durable(confirm)
-
     def _fail(self, exc: ProtocolError | CoreError, frame: Frame | None) -> None:
         """Answer with an ERROR frame naming what went wrong, then close the connection."""
         summary = _CORE_ERROR_SUMMARY[exc.code] if isinstance(exc, CoreError) else "Protocol error"
@@ -661,32 +520,6 @@ class StompSession:
         log.info("closing %s: %s", self._link.connection_id, headers["message"])
         self._close(headers["message"])
 
-    def _close(self, reason: str) -> None:
-        self._closed = True
-        self._link.close(reason)
-
-    def _start_heart_beats(self) -> None:
-        intervals = [
-            ms for ms in (self._stomp.send_heartbeat_ms, self._stomp.receive_heartbeat_ms) if ms
-        ]
-        if intervals:
-            self._timer = self._link.call_later(min(intervals) / 2000, self._on_heart_beat_timer)
-
-    def _on_heart_beat_timer(self) -> None:
-        self._timer = None
-        if self._closed:
-            return
-        link, stomp = self._link, self._stomp
-        now = link.now()
-        dead_after = stomp.receive_deadline(link.last_received)
-        if dead_after is not None and now > dead_after:
-            self._close("heart-beat timeout: nothing received from the client")
-            return
-        send_by = stomp.send_deadline(link.last_sent)
-        if send_by is not None and now >= send_by - stomp.send_heartbeat_ms / 2000:
-            link.write(b"\n")
-        self._start_heart_beats()
-
 
 # Frame handlers by command: one table for every session (not bound methods per session).
 _HANDLERS: dict[Command, Callable[[StompSession, Frame], None]] = {
@@ -702,22 +535,3 @@ _HANDLERS: dict[Command, Callable[[StompSession, Frame], None]] = {
     Command.ABORT: StompSession._on_abort,
     Command.DISCONNECT: StompSession._on_disconnect,
 }
-
-
-def _priority(value: str | None) -> int:
-    if value is None:
-        return 4
-    try:
-        return min(MAX_PRIORITY, max(0, int(value)))
-    except ValueError:
-        raise InvalidRequest(f"priority must be an integer 0-9, not {value[:20]!r}") from None
-
-
-def _expires(value: str | None) -> int:
-    if value is None:
-        return 0
-    try:
-        expires = int(value)
-    except ValueError:
-        raise InvalidRequest(f"expires must be epoch milliseconds, not {value[:20]!r}") from None
-    return max(0, expires)

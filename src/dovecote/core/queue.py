@@ -33,16 +33,16 @@ Invariants:
   dead-lettered; a NACKed one is *held* for its redelivery delay, in neither ``ready`` nor any
   ``in_flight`` (so it blocks nothing behind it), then goes back to the front of its level.
   The policy half (holds, dead letters, expiry, bounds, last values) is
-  :class:`~dovecote.core.queue_policy.QueuePolicy`.
+  :class:`~dovecote.core.queue_policy.QueuePolicy`; the read side (counts, browsing in
+  dispatch order) is :class:`~dovecote.core.queue_view.QueueView`.
 - A topic subscription queue with a ``selector`` takes only the messages it matches; the others
   are not enqueued at all.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
@@ -61,6 +61,7 @@ from dovecote.core.message import MAX_PRIORITY, Message, QueueEntry
 from dovecote.core.parking import Parking
 from dovecote.core.policy import AddressPolicy
 from dovecote.core.queue_policy import DeadLetterHook, QueuePolicy
+from dovecote.core.queue_view import QueueView, seq_of
 
 if TYPE_CHECKING:
     from dovecote.core.ports import Store
@@ -77,7 +78,7 @@ class _Stalled(Exception):
     """A paged body could not be read back: dispatch stops until something retries it."""
 
 
-class Queue(QueuePolicy):
+class Queue(QueueView, QueuePolicy):
     """Messages for competing consumers: an anycast queue or one topic subscription."""
 
     def __init__(
@@ -131,75 +132,6 @@ class Queue(QueuePolicy):
 
     def __repr__(self) -> str:
         return f"<Queue {self.name} ready={self._ready_count} consumers={len(self._consumers)}>"
-
-    # --- state --------------------------------------------------------------------------------
-
-    @property
-    def ready_count(self) -> int:
-        return self._ready_count
-
-    @property
-    def parked_count(self) -> int:
-        """Ready messages that dispatch examined and no consumer could take at the time."""
-        return len(self._parked)
-
-    @property
-    def in_flight_count(self) -> int:
-        return sum(len(c.in_flight) for c in self._consumers)
-
-    @property
-    def depth(self) -> int:
-        """Messages held: ready, waiting to be redelivered, or delivered but not acknowledged."""
-        return self._ready_count + len(self._held) + self.in_flight_count
-
-    @property
-    def consumers(self) -> tuple[Consumer, ...]:
-        """Attached consumers, highest consumer priority first, then in attach order."""
-        return tuple(self._consumers)
-
-    @property
-    def exclusive_consumer(self) -> Consumer | None:
-        """The consumer that receives everything while the queue has an exclusive one."""
-        return self._exclusive
-
-    @property
-    def group_count(self) -> int:
-        return len(self._groups)
-
-    def group_owner(self, group: str) -> Consumer | None:
-        return self._groups.owner(group)
-
-    def is_persistent_for(self, message: Message) -> bool:
-        """A message is journaled here only if both it and this queue are durable."""
-        return self.durable and message.persistent
-
-    def _entries(self) -> Iterator[QueueEntry]:
-        """Ready entries in dispatch order: by priority, parked (oldest first) before fresh."""
-        parked: list[list[QueueEntry]] = [[] for _ in self._ready]
-        for entry in self._parked.entries():
-            parked[entry.message.priority].append(entry)
-        for level in range(MAX_PRIORITY, -1, -1):
-            yield from sorted(parked[level], key=_seq_of)
-            yield from self._ready[level].values()
-
-    def browse(self) -> Iterator[Message]:
-        """Ready messages in dispatch order (highest priority first, FIFO within one), as
-        held: a paged-out message has an empty body here (see :meth:`browse_page`)."""
-        for entry in self._entries():
-            yield entry.message
-
-    def browse_page(self, offset: int = 0, limit: int | None = None) -> list[Message]:
-        """Up to ``limit`` ready messages from position ``offset`` in dispatch order, with
-        paged-out bodies read back from the store (raises StoreUnavailable if it cannot).
-        Nothing is removed or marked delivered; bodies read back do not stay in memory."""
-        stop = None if limit is None else offset + max(0, limit)
-        page = []
-        for entry in itertools.islice(self._entries(), max(0, offset), stop):
-            message = entry.message
-            if entry.paged:
-                message = replace(message, body=self._store.load_body(self.name, entry.seq))
-            page.append(message)
-        return page
 
     # --- producing ----------------------------------------------------------------------------
 
@@ -555,7 +487,7 @@ class Queue(QueuePolicy):
         if not entries:
             return
         ready = self._ready
-        for entry in sorted(entries, key=_seq_of, reverse=True):
+        for entry in sorted(entries, key=seq_of, reverse=True):
             level = ready[entry.message.priority]
             level[entry.seq] = entry
             level.move_to_end(entry.seq, last=False)
@@ -632,7 +564,7 @@ class Queue(QueuePolicy):
 
     def _requeue(self, entries: list[QueueEntry]) -> None:
         ready = self._ready
-        for entry in sorted(entries, key=_seq_of, reverse=True):
+        for entry in sorted(entries, key=seq_of, reverse=True):
             entry.ready = True
             entry.parked = False
             level = ready[entry.message.priority]
@@ -651,10 +583,6 @@ class Queue(QueuePolicy):
         self._budget.release(len(entry.message.body))
         if self.durable and entry.message.persistent:
             self._store.record_ack(self.name, entry.seq)
-
-
-def _seq_of(entry: QueueEntry) -> int:
-    return entry.seq
 
 
 # What _route returns for an entry it parked (a sentinel no consumer can be).

@@ -13,9 +13,10 @@ address walks the trie once and caches the answer until subscriptions change.
 
 Policies (:mod:`dovecote.core.policy`): each queue gets the policy of its address when it is
 created. The router applies a policy's default TTL and refuses a send to a full
-``reject-new`` queue (before anything is routed: a topic send is refused whole), moves dead
-letters to their dead-letter queue (message added there and removed from its queue in one
-atomic store group), and runs the expiry reaper on :attr:`Router.timers` every
+``reject-new`` queue (before anything is routed: a topic send is refused whole); its
+:class:`~dovecote.core.router_policy.DeadLetters` moves dead letters to their dead-letter
+queue (message added there and removed from its queue in one atomic store group), and its
+:class:`~dovecote.core.router_policy.ExpiryReaper` runs on :attr:`Router.timers` every
 ``expiry_check_ms`` while some queue holds a message that can expire.
 A topic subscription's selector belongs to its queue: a message it does not match is not
 enqueued. A durable subscription's selector is recorded with it in the store and restored at
@@ -25,9 +26,8 @@ subscription's selector unknown: it adopts the selector its consumer next subscr
 drops the messages, enqueued meanwhile, that the selector does not match.
 
 Also routed here (issue #4):
-- Virtual topics: a queue named ``Consumer.<name>.VirtualTopic.<rest>`` (ActiveMQ's default
-  ``Consumer.*.VirtualTopic.>``) is also bound to topic ``VirtualTopic.<rest>``: every such
-  queue gets a copy of what is sent to the topic, and its consumers share it.
+- Virtual topics (:mod:`dovecote.core.virtual_topics`): a queue named
+  ``Consumer.<name>.VirtualTopic.<rest>`` is also bound to topic ``VirtualTopic.<rest>``.
 - Scheduled delivery (:mod:`dovecote.core.scheduler`) and duplicate detection
   (:mod:`dovecote.core.dedup`), both keyed on message properties.
 - Composite sends (:meth:`Router.send_all`): one message to several addresses, atomically.
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import replace
 
 from dovecote.core import advisory
 from dovecote.core.dedup import DEFAULT_CACHE_SIZE, DuplicateCache, cache_key, duplicate_id_of
@@ -46,23 +45,20 @@ from dovecote.core.errors import (
     Conflict,
     InvalidRequest,
     NotFound,
-    ResourceLimitExceeded,
     StoreUnavailable,
 )
 from dovecote.core.limits import MemoryBudget
 from dovecote.core.matching import TopicTrie, is_valid_pattern, is_wildcard
-from dovecote.core.message import Message, QueueEntry, RoutingType
-from dovecote.core.policy import (
-    DEFAULT_POLICY,
-    DELIVERY_COUNT,
-    FAILURE_CAUSE,
-    ORIGINAL_DESTINATION,
-    ORIGINAL_EXPIRATION,
-    PolicyMap,
-)
+from dovecote.core.message import Message, RoutingType
+from dovecote.core.policy import PolicyMap
 from dovecote.core.ports import Clock, Store
 from dovecote.core.queue import Consumer, Queue
-from dovecote.core.queue_policy import QueuePolicy
+from dovecote.core.router_policy import (
+    DeadLetters,
+    ExpiryReaper,
+    full_queue_error,
+    with_default_ttl,
+)
 from dovecote.core.scheduler import (
     DEFAULT_HOLD_LIMIT,
     SCHEDULE_PROPERTIES,
@@ -70,27 +66,16 @@ from dovecote.core.scheduler import (
     schedule_of,
 )
 from dovecote.core.selector import Selector, SelectorError, compile_selector
-from dovecote.core.timers import TimerHandle, Timers
+from dovecote.core.timers import Timers
+from dovecote.core.virtual_topics import VIRTUAL_TOPIC_PREFIX as VIRTUAL_TOPIC_PREFIX
+from dovecote.core.virtual_topics import virtual_topic_of as virtual_topic_of
 
 DEFAULT_EXPIRY_CHECK_MS = 1000
 
 _TOPIC_CACHE_LIMIT = 10_000
 _RESERVED_PREFIX = "$dovecote."  # internal queues; clients may not use these names
-VIRTUAL_TOPIC_PREFIX = "VirtualTopic."
 # Properties that make a send more than routing: scheduling or duplicate detection.
 _SPECIAL_PROPERTIES = SCHEDULE_PROPERTIES | {"_AMQ_DUPL_ID", "dovecote-dedup-id"}
-
-
-def virtual_topic_of(queue_name: str) -> str | None:
-    """``VirtualTopic.Orders`` for a queue ``Consumer.A.VirtualTopic.Orders``; else None."""
-    if not queue_name.startswith("Consumer."):
-        return None
-    parts = queue_name.split(".", 2)
-    if len(parts) == 3 and parts[1] and parts[2].startswith(VIRTUAL_TOPIC_PREFIX):
-        topic = parts[2]
-        if len(topic) > len(VIRTUAL_TOPIC_PREFIX) and is_valid_pattern(topic):
-            return topic
-    return None
 
 
 class Router:
@@ -113,8 +98,14 @@ class Router:
         self.policies = policies or PolicyMap()
         self.timers = Timers(clock)
         self.expiry_check_ms = max(1, expiry_check_ms)
-        self._reaping: set[QueuePolicy] = set()  # queues holding messages that can expire
-        self._reaper: TimerHandle | None = None
+        self.reaper = ExpiryReaper(self.timers, self.expiry_check_ms)
+        self.dead_letters = DeadLetters(
+            store,
+            now_ms=clock.now_ms,
+            queue=self.get_or_create_queue,
+            atomic=self._atomic,
+            advise=self.advise,
+        )
         self._atomic_depth = 0
         self._queues: dict[str, Queue] = {}  # anycast queues and temporary queues
         self._durable_subscriptions: dict[str, Queue] = {}
@@ -228,10 +219,10 @@ class Router:
         if message.routing is RoutingType.ANYCAST:
             queue = self.get_or_create_queue(message.address)
             if bounded and queue.bounded and queue.is_rejecting():
-                raise _full(queue)
+                raise full_queue_error(queue)
             policy = queue.policy
             if policy is not None and policy.default_ttl_ms and not message.expires:
-                message = _with_ttl(message, policy.default_ttl_ms, self.clock.now_ms())
+                message = with_default_ttl(message, policy.default_ttl_ms, self.clock.now_ms())
             queue.add(message)
             return 1
         queues = self._topic_cache.get(message.address)
@@ -240,10 +231,10 @@ class Router:
         if bounded:
             for queue in queues:
                 if queue.bounded and queue.is_rejecting():
-                    raise _full(queue)
+                    raise full_queue_error(queue)
         ttl = self.policies.policy_for(message.address).default_ttl_ms
         if ttl and not message.expires and queues:
-            message = _with_ttl(message, ttl, self.clock.now_ms())
+            message = with_default_ttl(message, ttl, self.clock.now_ms())
         for queue in queues:
             queue.add(message)
         return len(queues)
@@ -270,7 +261,7 @@ class Router:
             queues = self._match_topic(message.address) if cached is None else cached
         for queue in queues:
             if queue.bounded and queue.is_rejecting():
-                raise _full(queue)
+                raise full_queue_error(queue)
 
     def relieve_memory(self) -> None:
         """Page out queues (bodies already in the store) while over the paging level."""
@@ -421,88 +412,9 @@ class Router:
             temporary_owner=temporary_owner,
             policy=self.policies.policy_for(address),
             timers=self.timers,
-            dead_letter=self._dead_letter,
-            on_expiring=self._watch_expiry,
+            dead_letter=self.dead_letters.move,
+            on_expiring=self.reaper.watch,
         )
-
-    # --- dead letters and expiry --------------------------------------------------------------
-
-    def _dead_letter(self, queue: QueuePolicy, entry: QueueEntry, reason: str) -> None:
-        """Move ``entry`` (out of ``queue``'s ready and in-flight sets) to its dead-letter queue,
-        atomically in the store: the copy is recorded there and the original acknowledged in
-        one group, so a crash leaves exactly one of them."""
-        policy = queue.policy or DEFAULT_POLICY
-        subscription = queue.filter is not None and not queue.durable
-        target = policy.dead_letter_target(queue.name, subscription=subscription)
-        message = entry.message
-        if target is None:
-            queue.dropped += 1
-            queue.discard(entry)
-            return
-        if entry.paged:
-            try:
-                message = replace(message, body=self.store.load_body(queue.name, entry.seq))
-            except StoreUnavailable:
-                # Only an expired message can be paged out here: drop it rather than stall.
-                queue.dropped += 1
-                queue.discard(entry)
-                return
-        properties = dict(message.properties)
-        kind = "queue" if message.routing is RoutingType.ANYCAST else "topic"
-        properties.setdefault(ORIGINAL_DESTINATION, f"{kind}://{message.address}")
-        properties[FAILURE_CAUSE] = reason
-        properties[DELIVERY_COUNT] = str(entry.delivery_count)
-        if message.expires:
-            properties[ORIGINAL_EXPIRATION] = str(message.expires)
-        dead = replace(
-            message,
-            address=target,
-            routing=RoutingType.ANYCAST,
-            properties=properties,
-            expires=0,  # as ActiveMQ: it must not expire again in the dead-letter queue
-        )
-        dlq = self.get_or_create_queue(target)
-        queue.dead_lettered += 1
-        self.begin_atomic()
-        try:
-            dlq.add(dead)
-            queue.discard(entry)
-        finally:
-            self.end_atomic()
-        self._advise_dead_letter(message, entry.delivery_count, reason, target)
-
-    def _advise_dead_letter(self, message: Message, count: int, reason: str, dlq: str) -> None:
-        """ActiveMQ.Advisory.MessageDLQd (and .Expired, for an expired message) about the
-        message's original destination."""
-        if not self.advisories:
-            return
-        fields = {
-            "messageId": message.message_id,
-            "deadLetterQueue": dlq,
-            "deliveryCount": count,
-            "reason": reason,
-        }
-        if message.is_expired(self.clock.now_ms()):
-            self.advise(advisory.EXPIRED, fields, routing=message.routing, address=message.address)
-        self.advise(
-            advisory.DEAD_LETTERED, fields, routing=message.routing, address=message.address
-        )
-
-    def _watch_expiry(self, queue: QueuePolicy) -> None:
-        self._reaping.add(queue)
-        if self._reaper is None:
-            self._reaper = self.timers.call_later(self.expiry_check_ms, self._reap)
-
-    def _reap(self) -> None:
-        """The periodic reaper: expire what is due in every queue that holds expiring messages
-        (idle ones included). Each queue keeps a heap by expiry time: no queue is scanned."""
-        self._reaper = None
-        for queue in list(self._reaping):
-            queue.reap()
-            if not queue.has_expiring():
-                self._reaping.discard(queue)
-        if self._reaping:
-            self._reaper = self.timers.call_later(self.expiry_check_ms, self._reap)
 
     def _close_queue(self, queue: Queue) -> None:
         for consumer in queue.consumers:
@@ -658,17 +570,6 @@ class Router:
 
     def durable_subscriptions(self) -> Iterator[Queue]:
         yield from self._durable_subscriptions.values()
-
-
-def _full(queue: QueuePolicy) -> ResourceLimitExceeded:
-    limit = queue.policy.max_messages if queue.policy is not None else 0
-    return ResourceLimitExceeded(
-        f"queue {queue.name[:200]!r} is full ({limit} messages waiting; overflow policy reject-new)"
-    )
-
-
-def _with_ttl(message: Message, ttl_ms: int, now_ms: int) -> Message:
-    return replace(message, expires=(message.timestamp or now_ms) + ttl_ms)
 
 
 def _selector_text(selector: Selector | None) -> str | None:

@@ -1,8 +1,9 @@
 """JMS message selectors (JMS 1.1 §3.8.1): compiled once per subscription, evaluated per message.
 
 :func:`compile_selector` parses (tokens, LIKE patterns and property numbers come from
-:mod:`selector_lexer`), type-checks and builds a tree of closures; :meth:`Selector.matches`
-runs it. Evaluation compiles nothing and allocates only the values it computes.
+:mod:`selector_lexer`), type-checks and builds a tree of closures (the evaluators in
+:mod:`selector_eval`); :meth:`Selector.matches` runs it. Evaluation compiles nothing and
+allocates only the values it computes.
 
 **Syntax** (§3.8.1.1): string, exact and approximate numeric, TRUE/FALSE literals;
 identifiers; ``( )``; ``= <> < > <= >=``; ``+ - * /`` and unary ``+ -``; ``[NOT] BETWEEN a
@@ -54,9 +55,22 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 from dovecote.core.message import Message
+from dovecote.core.selector_eval import (
+    ARITHMETIC,
+    BoolFn,
+    Number,
+    NumFn,
+    StrFn,
+    arithmetic,
+    comparison,
+    connective,
+    logical_not,
+    membership,
+    null_test,
+)
 from dovecote.core.selector_lexer import (
     LONG_MAX,
     LONG_MIN,
@@ -75,14 +89,7 @@ __all__ = ["MAX_NESTING", "MAX_SELECTOR_LENGTH", "Selector", "SelectorError", "c
 MAX_SELECTOR_LENGTH: Final = 4096
 MAX_NESTING: Final = 100
 
-Number = int | float
-_NumFn = Callable[[Message], Number | None]
-_StrFn = Callable[[Message], str | None]
-_BoolFn = Callable[[Message], bool | None]
-_ArithOp = Callable[[Number, Number], Number | None]
 _T = TypeVar("_T")
-
-_LONG_MASK: Final = (1 << 64) - 1
 
 
 class Selector:
@@ -95,7 +102,7 @@ class Selector:
 
     __slots__ = ("_test", "equality", "text")
 
-    def __init__(self, text: str, test: _BoolFn, equality: tuple[str, str] | None = None) -> None:
+    def __init__(self, text: str, test: BoolFn, equality: tuple[str, str] | None = None) -> None:
         self.text = text
         self._test = test
         self.equality = equality
@@ -128,21 +135,21 @@ def compile_selector(text: str) -> Selector:
 
 @dataclass(frozen=True, slots=True)
 class _Num:
-    fn: _NumFn
+    fn: NumFn
     column: int
     const: Number | None = None  # the value of a literal, so comparisons can specialise
 
 
 @dataclass(frozen=True, slots=True)
 class _Str:
-    fn: _StrFn
+    fn: StrFn
     column: int
     const: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class _Bool:
-    fn: _BoolFn
+    fn: BoolFn
     column: int
     const: bool | None = None
 
@@ -150,7 +157,7 @@ class _Bool:
 @dataclass(frozen=True, slots=True)
 class _Prop:
     name: str
-    fn: _StrFn  # the raw property value
+    fn: StrFn  # the raw property value
     column: int
 
 
@@ -162,7 +169,7 @@ def _constant(value: _T) -> Callable[[Message], _T]:
     return lambda _message: value
 
 
-def _property(name: str) -> _StrFn:
+def _property(name: str) -> StrFn:
     return lambda message: message.properties.get(name)
 
 
@@ -202,12 +209,12 @@ def _as_bool(expr: _Expr) -> _Bool:
     raise SelectorError(f"expected a condition, found {_KIND_NAMES[type(expr)]}", expr.column)
 
 
-_NUMBER_HEADERS: Final[dict[str, _NumFn]] = {
+_NUMBER_HEADERS: Final[dict[str, NumFn]] = {
     "JMSPriority": lambda message: message.priority,
     "JMSTimestamp": lambda message: message.timestamp,
     "JMSExpiration": lambda message: message.expires,
 }
-_STRING_HEADERS: Final[dict[str, _StrFn]] = {
+_STRING_HEADERS: Final[dict[str, StrFn]] = {
     "JMSDeliveryMode": lambda m: "PERSISTENT" if m.persistent else "NON_PERSISTENT",
     "JMSMessageID": lambda message: message.message_id,
     "JMSCorrelationID": _property("correlation-id"),
@@ -257,7 +264,7 @@ class _Parser:
         self._depth = 0
         self._predicate_on_top = False  # the last operand is a comparison: another can't follow
 
-    def parse(self) -> _BoolFn:
+    def parse(self) -> BoolFn:
         if self._peek().kind is TokenKind.END:
             raise SelectorError("empty selector")
         want_operand = True
@@ -395,7 +402,7 @@ class _Parser:
             if negated:
                 self._next()
             self._expect("NULL", TokenKind.KEYWORD, "NULL")
-            self._push(_Bool(_is_null(left.fn, negated), token.column), is_predicate=True)
+            self._push(_Bool(null_test(left.fn, negated), token.column), is_predicate=True)
             return False
         negated = token.text == "NOT"
         if negated:
@@ -406,7 +413,7 @@ class _Parser:
             return True
         subject = _as_str(left).fn
         if token.text == "IN":
-            test = _in(subject, self._in_list(), negated)
+            test = membership(subject, self._in_list(), negated)
         else:
             test = self._like(subject, negated)
         self._push(_Bool(test, token.column), is_predicate=True)
@@ -420,11 +427,13 @@ class _Parser:
             is_predicate = op.precedence == _COMPARE
             if op.kind == "NOT":
                 condition = _as_bool(operands.pop())
-                result: _Expr = _Bool(_not(condition.fn), op.column) if op.negated else condition
+                result: _Expr = (
+                    _Bool(logical_not(condition.fn), op.column) if op.negated else condition
+                )
             elif op.kind == "SIGN":
                 number = _as_num(operands.pop())
                 if op.negated:  # as 0 - x: Java's wrap of -Long.MIN_VALUE, and -0.0 == 0.0
-                    negation = _arithmetic(_constant(0), [(_ARITHMETIC["-"], number.fn)])
+                    negation = arithmetic(_constant(0), [(ARITHMETIC["-"], number.fn)])
                     number = _Num(negation, op.column)
                 result = number
             elif op.kind == "BETWEEN":
@@ -453,7 +462,7 @@ class _Parser:
             if self._expect("',' or ')'", TokenKind.OPERATOR, ",", ")").text == ")":
                 return frozenset(values)
 
-    def _like(self, subject: _StrFn, negated: bool) -> _BoolFn:
+    def _like(self, subject: StrFn, negated: bool) -> BoolFn:
         pattern = self._expect("a string literal after LIKE", TokenKind.STRING)
         escape = None
         if self._peek().is_keyword("ESCAPE"):
@@ -475,58 +484,13 @@ def _chain(op: _Pending, operands: list[_Expr]) -> _Expr:
     """An n-ary AND, OR, or left-to-right arithmetic chain."""
     if op.precedence in (_AND, _OR):
         conditions = [_as_bool(operand).fn for operand in operands]
-        return _Bool(_connective(conditions, op.precedence == _OR), operands[0].column)
+        return _Bool(connective(conditions, op.precedence == _OR), operands[0].column)
     first, *rest = (_as_num(operand) for operand in operands)
-    steps = [(_ARITHMETIC[symbol], e.fn) for symbol, e in zip(op.symbols, rest, strict=True)]
-    return _Num(_arithmetic(first.fn, steps), first.column)
+    steps = [(ARITHMETIC[symbol], e.fn) for symbol, e in zip(op.symbols, rest, strict=True)]
+    return _Num(arithmetic(first.fn, steps), first.column)
 
 
-# -- evaluators ----------------------------------------------------------------------------------
-
-
-def _connective(conditions: list[_BoolFn], decisive: bool) -> _BoolFn:
-    """AND (``decisive`` False) or OR (True): any decisive operand decides, else any UNKNOWN
-    makes the result UNKNOWN (the tables in the module docstring)."""
-    if len(conditions) == 2:
-        first, second = conditions
-
-        def pair(message: Message) -> bool | None:
-            a = first(message)
-            if a is decisive:
-                return decisive
-            b = second(message)
-            if b is decisive:
-                return decisive
-            return None if a is None or b is None else not decisive
-
-        return pair
-
-    def chain(message: Message) -> bool | None:
-        unknown = False
-        for condition in conditions:
-            result = condition(message)
-            if result is decisive:
-                return decisive
-            if result is None:
-                unknown = True
-        return None if unknown else not decisive
-
-    return chain
-
-
-def _not(condition: _BoolFn) -> _BoolFn:
-    def negation(message: Message) -> bool | None:
-        result = condition(message)
-        return None if result is None else not result
-
-    return negation
-
-
-def _is_null(value: Callable[[Message], object], negated: bool) -> _BoolFn:
-    if negated:
-        return lambda message: value(message) is not None
-    return lambda message: value(message) is None
-
+# -- comparisons and BETWEEN: type-checked here, evaluated by selector_eval -----------------
 
 _ORDERING: Final = {"<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge}
 _EQUALITY: Final = {"=": operator.eq, "<>": operator.ne}
@@ -554,34 +518,10 @@ def _compare(op: str, left: _Expr, right: _Expr, column: int) -> _Bool:
     else:  # strings, or two properties
         a, b = _as_str(left), _as_str(right)
     compare = _ORDERING.get(op) or _EQUALITY[op]
-    return _Bool(_comparison(compare, a.fn, b.fn, b.const), column)
+    return _Bool(comparison(compare, a.fn, b.fn, b.const), column)
 
 
-def _comparison(
-    compare: Callable[[Any, Any], bool],
-    left: Callable[[Message], object],
-    right: Callable[[Message], object],
-    right_const: object,
-) -> _BoolFn:
-    if right_const is not None:
-
-        def with_constant(message: Message) -> bool | None:
-            a = left(message)
-            return None if a is None else compare(a, right_const)
-
-        return with_constant
-
-    def general(message: Message) -> bool | None:
-        a = left(message)
-        if a is None:
-            return None
-        b = right(message)
-        return None if b is None else compare(a, b)
-
-    return general
-
-
-def _between(subject: _Num, low: _Num, high: _Num, negated: bool) -> _BoolFn:
+def _between(subject: _Num, low: _Num, high: _Num, negated: bool) -> BoolFn:
     x, lo, hi = subject.fn, low.fn, high.fn
     if low.const is not None and high.const is not None:
         a, b = low.const, high.const
@@ -591,62 +531,7 @@ def _between(subject: _Num, low: _Num, high: _Num, negated: bool) -> _BoolFn:
 
     # JMS 1.1 §3.8.1.1 defines BETWEEN by these two comparisons, so build it from them
     if negated:
-        below = _comparison(operator.lt, x, lo, low.const)
-        return _connective([below, _comparison(operator.gt, x, hi, high.const)], True)
-    above = _comparison(operator.ge, x, lo, low.const)
-    return _connective([above, _comparison(operator.le, x, hi, high.const)], False)
-
-
-def _in(subject: _StrFn, values: frozenset[str], negated: bool) -> _BoolFn:
-    if negated:
-        return lambda m: None if (v := subject(m)) is None else v not in values
-    return lambda m: None if (v := subject(m)) is None else v in values
-
-
-def _wrap(value: int) -> int:
-    """Java long overflow: keep the low 64 bits, signed."""
-    if LONG_MIN <= value <= LONG_MAX:
-        return value
-    return ((value - LONG_MIN) & _LONG_MASK) + LONG_MIN
-
-
-def _long_op(op: Callable[[Any, Any], Number]) -> _ArithOp:
-    def arithmetic(a: Number, b: Number) -> Number:
-        r = op(a, b)
-        return _wrap(r) if isinstance(r, int) else r
-
-    return arithmetic
-
-
-def _divide(a: Number, b: Number) -> Number | None:
-    if b == 0:
-        return None
-    if isinstance(a, int) and isinstance(b, int):
-        quotient = abs(a) // abs(b)  # Java truncates toward zero; // floors
-        return _wrap(quotient if (a < 0) == (b < 0) else -quotient)
-    return a / b
-
-
-_ARITHMETIC: Final[dict[str, _ArithOp]] = {
-    "+": _long_op(operator.add),
-    "-": _long_op(operator.sub),
-    "*": _long_op(operator.mul),
-    "/": _divide,
-}
-
-
-def _arithmetic(first: _NumFn, steps: list[tuple[_ArithOp, _NumFn]]) -> _NumFn:
-    """Left to right: ``a - b - c`` is ``(a - b) - c``."""
-
-    def chain(message: Message) -> Number | None:
-        result = first(message)
-        for op, operand in steps:
-            if result is None:
-                return None
-            b = operand(message)
-            if b is None:
-                return None
-            result = op(result, b)
-        return result
-
-    return chain
+        below = comparison(operator.lt, x, lo, low.const)
+        return connective([below, comparison(operator.gt, x, hi, high.const)], True)
+    above = comparison(operator.ge, x, lo, low.const)
+    return connective([above, comparison(operator.le, x, hi, high.const)], False)
