@@ -569,6 +569,21 @@ def test_a_commit_into_a_full_queue_is_refused_whole() -> None:
     assert h.store.calls == []
 
 
+def test_a_checked_commit_applies_a_duplicate_detected_send_whole() -> None:
+    from dovecote.core.tx import Transaction
+
+    h = Harness(("orders", AddressPolicy(max_messages=1)))
+    tx = Transaction("t")
+    tx.add_send(Message("t1", "orders", RoutingType.ANYCAST, b"x"))
+    tx.add_send(
+        Message("t2", "orders", RoutingType.ANYCAST, b"x", properties={"_AMQ_DUPL_ID": "d"})
+    )
+    tx.commit(h.router)  # checked before applying: the second SEND is not refused half-way
+    queue = h.router.queue("orders")
+    assert queue is not None
+    assert [m.message_id for m in queue.browse()] == ["t1", "t2"]
+
+
 def test_drop_oldest_may_drop_a_message_held_for_redelivery() -> None:
     h = Harness(("orders", AddressPolicy(max_messages=2, overflow=Overflow.DROP_OLDEST)))
     consumer = h.consumer(prefetch=1)

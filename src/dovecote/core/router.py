@@ -169,13 +169,15 @@ class Router:
         if duplicate_id is None:
             if schedule is None:
                 return self._route(message, bounded)
-            self.check_routable(message)
+            if bounded:  # (unbounded: the caller checked it, as a committing transaction does)
+                self.check_routable(message)
             self.scheduler.schedule(message, schedule)
             return 1
         key = cache_key(message)
         if self.dedup.is_duplicate(key, duplicate_id):
             return 0
-        self.check_routable(message)
+        if bounded:
+            self.check_routable(message)
         persistent = message.persistent  # (only then is there a group worth writing)
         if persistent:
             self.begin_atomic()
