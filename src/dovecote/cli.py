@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dovecote.config import DEFAULT_LISTEN, BrokerConfig
 from dovecote.core.limits import DEFAULT_MEMORY_LIMIT
-from dovecote.store.journal import JournalConfig, SyncPolicy
+from dovecote.store.journal import SyncPolicy
 
 log = logging.getLogger("dovecote")
 
@@ -140,7 +140,7 @@ def run_config(ns: argparse.Namespace) -> BrokerConfig:
     if ns.store is not None:
         changes["store"] = ns.store
     if ns.sync is not None:
-        changes["journal"] = JournalConfig(sync=SyncPolicy(ns.sync))
+        changes["journal"] = dataclasses.replace(base.journal, sync=SyncPolicy(ns.sync))
     if ns.memory_limit is not None:
         if ns.memory_limit < 1:
             raise ValueError("--memory-limit must be 1 MiB or more")

@@ -54,6 +54,7 @@ _BROKER_TYPES: dict[str, tuple[type, ...]] = {
     "store": (str,),
     "sync": (str,),
     "memory_limit_mib": (int,),
+    "segment_size_mib": (int,),
     "expiry_check_ms": (int,),
     "max_connections": (int,),
     "max_subscriptions_per_connection": (int,),
@@ -155,12 +156,20 @@ def _broker_config(broker: dict[str, Any], file: Path, policies: PolicyMap) -> B
         if broker["store"] not in ("journal", "memory"):
             raise ConfigError(f"{file}: broker: store must be 'journal' or 'memory'")
         changes["store"] = broker["store"]
+    journal: dict[str, Any] = {}
     if "sync" in broker:
         try:
-            changes["journal"] = JournalConfig(sync=SyncPolicy(broker["sync"]))
+            journal["sync"] = SyncPolicy(broker["sync"])
         except ValueError:
             choices = ", ".join(p.value for p in SyncPolicy)
             raise ConfigError(f"{file}: broker: sync must be one of {choices}") from None
+    if "segment_size_mib" in broker:
+        size = broker["segment_size_mib"]
+        if not 1 <= size < 4096:
+            raise ConfigError(f"{file}: broker: segment_size_mib must be from 1 to 4095")
+        journal["segment_size"] = size * 2**20
+    if journal:
+        changes["journal"] = JournalConfig(**journal)
     for key in (
         "memory_limit_mib",
         "expiry_check_ms",

@@ -71,6 +71,7 @@ def test_policy_defaults_are_the_base_of_every_entry(tmp_path: Path) -> None:
         ('[[policy]]\nmatch = "a"\nttl = 5\n', "policy #1: unknown key 'ttl'"),
         # wrong types
         ('[broker]\nmemory_limit_mib = "256"\n', "broker: memory_limit_mib must be an integer"),
+        ("[broker]\nsegment_size_mib = 0\n", "broker: segment_size_mib must be from 1 to 4095"),
         ('[broker]\nlisten = "stomp://127.0.0.1:0"\n', "broker: listen must be a list"),
         ("[broker]\nlisten = [1]\n", "listen must be a non-empty list of URIs"),
         ('[[policy]]\nmatch = "a"\nmax_redeliveries = "3"\n', "must be an integer, not '3'"),
@@ -122,7 +123,7 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         '[broker]\nlisten = ["stomp://127.0.0.1:1"]\ndata_dir = "d"\nsync = "never"\n'
-        "memory_limit_mib = 8\n",
+        "memory_limit_mib = 8\nsegment_size_mib = 4\n",
     )
     ns = _parser().parse_args(["run", "--config", str(path)])
     config = run_config(ns)
@@ -146,6 +147,7 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         16 * 2**20,
     )
     assert config.store == "memory"
+    assert config.journal.segment_size == 4 * 2**20  # --sync changes the sync policy only
     assert config.policies.policy_for("x") == DEFAULT_POLICY
 
 
