@@ -584,6 +584,22 @@ def test_a_checked_commit_applies_a_duplicate_detected_send_whole() -> None:
     assert [m.message_id for m in queue.browse()] == ["t1", "t2"]
 
 
+def test_a_checked_composite_send_is_applied_whole() -> None:
+    # Both destinations reach one queue (a virtual topic's consumer queue) with room for one.
+    name = "Consumer.A.VirtualTopic.Orders"
+    h = Harness((name, AddressPolicy(max_messages=1)))
+    queue = h.router.get_or_create_queue(name)
+    h.router.send_all(
+        [
+            Message("c1", name, RoutingType.ANYCAST, b"x", persistent=True),
+            Message("c1", "VirtualTopic.Orders", RoutingType.MULTICAST, b"x", persistent=True),
+        ]
+    )  # checked before sending: not refused half-way, after the first copy went in
+    assert [m.address for m in queue.browse()] == [name, "VirtualTopic.Orders"]
+    assert h.store.calls[0] == ("begin",)
+    assert h.store.calls[-1] == ("end",)
+
+
 def test_drop_oldest_may_drop_a_message_held_for_redelivery() -> None:
     h = Harness(("orders", AddressPolicy(max_messages=2, overflow=Overflow.DROP_OLDEST)))
     consumer = h.consumer(prefetch=1)

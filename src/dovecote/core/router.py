@@ -143,7 +143,8 @@ class Router:
 
         Raises StoreUnavailable for a persistent message while the store cannot write, and
         ResourceLimitExceeded when a queue it goes to is full with overflow ``reject-new``
-        (unless ``bounded`` is False: a committing transaction was checked beforehand).
+        (unless ``bounded`` is False: a committing transaction or a composite send was checked
+        beforehand).
         """
         if message.persistent and not self.store.is_available():
             self.check_routable(message)  # raises StoreUnavailable
@@ -158,7 +159,9 @@ class Router:
             self.check_routable(message)
         self.begin_atomic()
         try:
-            return sum(self.send(message) for message in messages)
+            # Checked above: two copies into one queue (a virtual topic's consumer queue, say)
+            # must not be refused half-way, with the first already in (as a commit).
+            return sum(self.send(message, bounded=False) for message in messages)
         finally:
             self.end_atomic()
 
