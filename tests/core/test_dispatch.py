@@ -342,6 +342,24 @@ def test_closing_a_group_frees_the_messages_that_waited_for_its_owner(h: H) -> N
     assert h.queue.parked_count == 0
 
 
+def test_a_parked_message_whose_group_got_another_owner_is_freed_when_the_group_closes(
+    h: H,
+) -> None:
+    # f waited for B alone (A's selector said no); then A came to own f's group, so B may not
+    # take it. Once the group closes, B may again: f must not stay parked for nobody.
+    a = h.consumer("A", selector="color = 'blue'", prefetch=1)
+    b = h.consumer("B", prefetch=1)
+    h.send("x", color="red")  # to B: B is full
+    h.send("f", JMSXGroupID="g", color="red")  # A has credit, but not for f: parked for B
+    h.send("g1", JMSXGroupID="g", color="blue")  # A owns g; A is full
+    h.queue.ack(b, 1)  # B looks at f: now A's group
+    h.send("g2", JMSXGroupID="g", color="blue", JMSXGroupSeq="-1")  # waits for A
+    h.queue.ack(a, 3)  # A takes g2, which closes the group
+    assert h.sink.ids("A") == ["g1", "g2"]
+    assert h.sink.ids("B") == ["x", "f"]
+    assert h.queue.parked_count == 0
+
+
 def test_a_forgotten_group_frees_the_messages_that_waited_for_its_owner(h: H) -> None:
     h.queue._groups.limit = 1
     a = h.consumer("A", prefetch=1)

@@ -5,7 +5,8 @@ examined (``Consumer.parked``: highest message priority first, then oldest), or 
 all when no consumer may take it. It leaves when a waiting consumer with credit takes it
 (:meth:`Parking.next_for`), or when the queue releases it back to its fresh entries: all of
 them when the consumer set changes, or those pinned to a message group when the group closes or
-is forgotten (they waited for the group's owner only).
+is forgotten (they waited for the group's owner only), or one whose group came to be owned by
+another consumer than the one looking at it (:meth:`Parking.take_unwanted`: routed again).
 
 Invariants:
 - ``entry.parked`` is True exactly while the entry is in ``_entries``; a parked entry is ready.
@@ -33,7 +34,7 @@ _HEAP_SLACK = 64  # stale items a heap may hold beyond twice the parked count
 
 
 class Parking:
-    __slots__ = ("_entries", "_may_serve", "_pinned", "_ticks")
+    __slots__ = ("_entries", "_may_serve", "_pinned", "_ticks", "_unwanted")
 
     def __init__(self) -> None:
         self._entries: dict[int, QueueEntry] = {}
@@ -41,6 +42,7 @@ class Parking:
         self._pinned: dict[str, dict[int, QueueEntry]] = {}
         self._may_serve: dict[Consumer, None] = {}  # an ordered set
         self._ticks = itertools.count()  # tie-breaker: heap items never compare entries
+        self._unwanted: list[QueueEntry] = []  # unparked by next_for: the queue routes them again
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -114,12 +116,25 @@ class Parking:
                     break
                 heapq.heappop(heap)
                 if not may_take(consumer, entry):
-                    continue  # now another consumer's (a group got an owner)
+                    # Now another consumer's (a group got an owner): parked for this one, it
+                    # might wait in no heap and for no group. The queue routes it again.
+                    self.unpark(entry)
+                    self._unwanted.append(entry)
+                    continue
                 self.unpark(entry)
                 return consumer, entry
             else:
                 del may_serve[consumer]  # nothing left for it
         return None
+
+    def take_unwanted(self) -> list[QueueEntry]:
+        """The entries :meth:`next_for` unparked because their consumer may no longer take
+        them (the caller puts them back among its fresh entries)."""
+        unwanted = self._unwanted
+        if not unwanted:
+            return unwanted
+        self._unwanted = []
+        return unwanted
 
     def release_group(self, group: str) -> list[QueueEntry]:
         """Unpark what waited for ``group``'s owner (the group closed or was forgotten)."""

@@ -468,10 +468,15 @@ class Queue(QueueView, QueuePolicy):
 
     def _serve_parked(self, top: int) -> bool:
         """Deliver one parked entry of priority >= ``top`` to a consumer with credit that
-        waits for it; True if an entry left the queue (delivered or expired)."""
-        found = self._parked.next_for(top, self, self._may_take)
+        waits for it; True if an entry left the queue (delivered or expired) or went back
+        among the fresh ones (to be routed again: its group got another owner)."""
+        parked = self._parked
+        found = parked.next_for(top, self, self._may_take)
+        unwanted = parked.take_unwanted()
+        if unwanted:
+            self._to_front(unwanted)
         if found is None:
-            return False
+            return bool(unwanted)
         consumer, entry = found
         if self._drop_if_expired(entry):
             return True
