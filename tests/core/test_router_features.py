@@ -248,6 +248,18 @@ def test_advisory_messages_are_json_on_activemq_topics(router: Router, sink: Sin
     assert not message.persistent
 
 
+def test_a_consumer_of_a_deleted_temporary_queue_is_forgotten(router: Router, sink: Sink) -> None:
+    router.subscribe_topic("ActiveMQ.Advisory.>", Consumer("adv", sink))
+    owner = object()
+    router.get_or_create_queue("ID:c1:r1", temporary_owner=owner)
+    consumer = Consumer("q", Sink())  # another connection's, on /remote-temp-queue/ID:c1:r1
+    router.consume_queue("ID:c1:r1", consumer, info={"consumerId": "s@c2"})
+    router.delete_owned(owner)  # the owner's connection closed
+    router.unsubscribe(consumer)  # then the consumer's own
+    assert [json.loads(m.body)["event"] for _, m in sink.got] == ["add", "remove"]
+    assert consumer not in router._consumer_info  # (it would keep the other session alive)
+
+
 def test_advisories_can_be_switched_off(store: Store, sink: Sink) -> None:
     router = Router(store, FakeClock(), advisories=False)
     router.subscribe_topic("ActiveMQ.Advisory.>", Consumer("adv", sink))

@@ -424,6 +424,7 @@ class Router:
     def _close_queue(self, queue: Queue) -> None:
         for consumer in queue.consumers:
             queue.remove_consumer(consumer)
+            self._forget_consumer(consumer, queue)  # (its unsubscribe finds it detached)
         queue.purge()
         if queue.durable:
             self.store.forget_queue(queue.name)
@@ -559,6 +560,10 @@ class Router:
         if queue.filter is not None and not queue.durable:
             self._unbind(queue)
             queue.purge()
+        self._forget_consumer(consumer, queue)
+
+    def _forget_consumer(self, consumer: Consumer, queue: Queue) -> None:
+        """``consumer`` left ``queue``: the consumer advisory, and its advisory info goes."""
         if self._consumer_info:
             self._advise_consumer(consumer, "remove", queue)
             self._consumer_info.pop(consumer, None)
