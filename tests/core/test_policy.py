@@ -500,6 +500,21 @@ def test_reject_new_refuses_a_topic_send_whole() -> None:
     assert len(h.sink.got) == 2
 
 
+def test_a_full_subscription_does_not_refuse_what_its_selector_would_not_take() -> None:
+    h = Harness(("prices", AddressPolicy(max_messages=1)))
+    eu = Consumer("eu", h.sink, ack_mode=AckMode.INDIVIDUAL, prefetch=1)
+    eu.selector = compile_selector("region = 'eu'")
+    h.router.subscribe_topic("prices", eu)
+    h.router.subscribe_topic("prices", Consumer("all", h.sink))
+    topic = {"address": "prices", "routing": RoutingType.MULTICAST}
+    h.send("e1", properties={"region": "eu"}, **topic)  # in flight to eu
+    h.send("e2", properties={"region": "eu"}, **topic)  # waiting: eu's queue is full
+    with pytest.raises(ResourceLimitExceeded):
+        h.send("e3", properties={"region": "eu"}, **topic)
+    h.send("u1", properties={"region": "us"}, **topic)  # eu's queue would not take it
+    assert [g[1] for g in h.sink.got if g[0] == "all"] == ["e1", "e2", "u1"]
+
+
 def test_drop_oldest_makes_room() -> None:
     h = Harness(("orders", AddressPolicy(max_messages=2, overflow=Overflow.DROP_OLDEST)))
     h.send("m1", persistent=True)

@@ -235,7 +235,7 @@ class Router:
             queues = self._match_topic(message.address)
         if bounded:
             for queue in queues:
-                if queue.bounded and queue.is_rejecting():
+                if queue.bounded and queue.is_rejecting() and _would_take(queue, message):
                     raise full_queue_error(queue)
         ttl = self.policies.policy_for(message.address).default_ttl_ms
         if ttl and not message.expires and queues:
@@ -265,7 +265,7 @@ class Router:
             cached = self._topic_cache.get(message.address)
             queues = self._match_topic(message.address) if cached is None else cached
         for queue in queues:
-            if queue.bounded and queue.is_rejecting():
+            if queue.bounded and queue.is_rejecting() and _would_take(queue, message):
                 raise full_queue_error(queue)
 
     def relieve_memory(self) -> None:
@@ -580,6 +580,13 @@ class Router:
 
     def durable_subscriptions(self) -> Iterator[Queue]:
         yield from self._durable_subscriptions.values()
+
+
+def _would_take(queue: Queue, message: Message) -> bool:
+    """True unless ``queue`` is a topic subscription whose selector leaves ``message`` out (a
+    full subscription refuses only what it would enqueue)."""
+    selector = queue.selector
+    return selector is None or selector.matches(message)
 
 
 def _selector_text(selector: Selector | None) -> str | None:
