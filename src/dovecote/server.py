@@ -253,6 +253,8 @@ class Broker:
         except BaseException:
             for listener in started:
                 await listener.close()
+            self.router.timers.set_wakeup(None)  # (stop() will not run: never started)
+            self._wakeup.close()
             raise
         self._started = True
         self._schedule_timer = ScheduleTimer(

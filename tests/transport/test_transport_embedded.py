@@ -131,3 +131,17 @@ def test_embedded_broker_fires_scheduled_messages_and_restores_them(tmp_path):
             assert due - broker.clock.now_ms() > 50_000
 
     asyncio.run(main())
+
+
+def test_a_broker_that_fails_to_start_leaves_no_loop_timer_behind():
+    async def main() -> None:
+        async with dovecote.Broker(listen=["stomp://127.0.0.1:0"]) as first:
+            broker = dovecote.Broker(listen=[f"stomp://127.0.0.1:{first.port}"])
+            with pytest.raises(OSError, match="address already in use"):
+                await broker.start()  # the port is taken
+            fired: list[int] = []
+            broker.router.timers.call_later(0, lambda: fired.append(1))
+            await asyncio.sleep(0.05)
+            assert fired == []  # nothing of the broker that never started runs on the loop
+
+    asyncio.run(main())
