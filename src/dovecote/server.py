@@ -117,15 +117,16 @@ class ScheduleTimer:
     def _fire(self) -> None:
         self._handle = None
         self._at = None
-        self._scheduler.fire_due(self.FIRE_SLICE)
-        due = self._scheduler.next_due()
-        if due is None:
-            return
-        if due <= self._clock.now_ms():
-            self._at = due
-            self._handle = self._loop.call_soon(self._fire)
-        else:
-            self.wake(due)
+        try:
+            self._scheduler.fire_due(self.FIRE_SLICE)
+        finally:
+            # Re-armed even if firing failed (it is logged by the loop): scheduling never stops.
+            due = self._scheduler.next_due()
+            if due is not None and due <= self._clock.now_ms():
+                self._at = due
+                self._handle = self._loop.call_soon(self._fire)
+            elif due is not None:
+                self.wake(due)
 
     def cancel(self) -> None:
         if self._handle is not None:

@@ -145,3 +145,39 @@ def test_a_broker_that_fails_to_start_leaves_no_loop_timer_behind():
             assert fired == []  # nothing of the broker that never started runs on the loop
 
     asyncio.run(main())
+
+
+def test_the_schedule_timer_keeps_going_after_a_firing_fails() -> None:
+    """A firing that raises is logged by the loop, and the timer is armed again: scheduled
+    delivery never stops for good."""
+    from dovecote.server import ScheduleTimer, SystemClock
+
+    class FlakyScheduler:
+        wake = None
+
+        def __init__(self) -> None:
+            self.calls = 0
+            self.due: list[int] = [0]  # due long ago
+
+        def next_due(self) -> int | None:
+            return self.due[0] if self.due else None
+
+        def fire_due(self, limit: int) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("boom")
+            self.due.clear()
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda loop, context: None)
+        scheduler = FlakyScheduler()
+        timer = ScheduleTimer(loop, scheduler, SystemClock())  # type: ignore[arg-type]
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if scheduler.calls >= 2:
+                break
+        timer.cancel()
+        return scheduler.calls
+
+    assert asyncio.run(main()) == 2
