@@ -256,6 +256,8 @@ class Broker:
                 await listener.close()
             self.router.timers.set_wakeup(None)  # (stop() will not run: never started)
             self._wakeup.close()
+            if self.journal is not None:
+                await self.journal.close()  # its writer thread would outlive the broker
             raise
         self._started = True
         self._schedule_timer = ScheduleTimer(

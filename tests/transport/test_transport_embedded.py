@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -181,3 +183,16 @@ def test_the_schedule_timer_keeps_going_after_a_firing_fails() -> None:
         return scheduler.calls
 
     assert asyncio.run(main()) == 2
+
+
+def test_a_broker_that_fails_to_start_closes_its_journal(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with dovecote.Broker(listen=["stomp://127.0.0.1:0"]) as first:
+            broker = dovecote.Broker(
+                listen=[f"stomp://127.0.0.1:{first.port}"], data_dir=tmp_path / "data"
+            )
+            with pytest.raises(OSError, match="address already in use"):
+                await broker.start()  # the port is taken
+
+    asyncio.run(main())
+    assert not [t for t in threading.enumerate() if t.name == "dovecote-journal"]
