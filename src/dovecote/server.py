@@ -84,6 +84,8 @@ class LoopWakeup:
         if self._handle is not None:
             self._handle.cancel()
         self._handle = self._due = None
+
+
 class ScheduleTimer:
     """Drives the core's scheduler on the event loop: one timer, at the earliest due time.
 

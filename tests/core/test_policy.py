@@ -770,3 +770,16 @@ def test_a_send_after_credit_returned_to_an_emptied_queue_is_delivered() -> None
     queue.ack(consumer, next(iter(consumer.in_flight)))
     h.send("m3")
     assert h.sink.ids() == [("m1", 1), ("m3", 1)]
+
+
+def test_a_last_value_returned_after_a_newer_one_arrived_is_dropped() -> None:
+    h = Harness(("prices", AddressPolicy(last_value_key="symbol", initial_redelivery_delay_ms=0)))
+    consumer = h.consumer("A", "prices", prefetch=1)
+    h.send("a1", address="prices", properties={"symbol": "ACME"})  # in flight
+    h.send("a2", address="prices", properties={"symbol": "ACME"})  # newer: waits
+    nack_first(consumer)  # a1 comes back: a2 already replaced it
+    queue = h.router.queue("prices")
+    assert queue is not None
+    assert [g[1] for g in h.sink.got] == ["a1", "a2"]  # never a1 again
+    assert queue.depth == 1  # a2, in flight
+    assert queue.dropped == 1

@@ -118,6 +118,8 @@ class QueuePolicy:
                 if now >= expires:
                     self._expire(entry)
                     continue
+            if self._superseded(entry):
+                continue
             if policy.is_exhausted(count):
                 self._dead(
                     entry,
@@ -146,8 +148,23 @@ class QueuePolicy:
         if entry.message.is_expired(self._now_ms()):
             self._expire(entry)
             return
+        if self._superseded(entry):
+            return
         self._requeue([entry])
         self.dispatch()
+
+    def _superseded(self, entry: QueueEntry) -> bool:
+        """In a last-value queue, settle ``entry`` (back from a consumer, or out of its hold)
+        if a newer message with its key arrived meanwhile; True if it did."""
+        key = self.policy.last_value_key if self.policy is not None else None
+        if key is None:
+            return False
+        value = entry.message.properties.get(key)
+        if value is None or self._last_values.get(value) is entry:
+            return False
+        self.dropped += 1
+        self._settle(entry)
+        return True
 
     def _expire(self, entry: QueueEntry) -> None:
         """``entry`` (out of ``ready``) has expired: dead-letter or drop it, per policy."""
