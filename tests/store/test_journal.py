@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import pytest
 from journal_os import JournalOs
 
+import dovecote.store.journal as journal_module
 from dovecote.core.message import Message, RoutingType
 from dovecote.store import inspect
 from dovecote.store.journal import Journal, JournalConfig, SyncPolicy
@@ -827,3 +828,33 @@ def test_duplicate_ids_stay_until_forgotten_and_survive_evacuation(tmp_path: Pat
     }
     lines = list(inspect.dump(tmp_path))
     assert any(line.endswith("DUPLICATE_ID orders#1 id=kept") for line in lines)
+
+
+def test_close_does_not_fail_on_a_disk_that_hangs(
+    tmp_path: Path, journal_os: JournalOs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that hangs in fdatasync past CLOSE_TIMEOUT does not make close() raise (the
+    journal was left open, its writer running): it gives up waiting, stops the writer, and
+    the batch is on disk if the disk came back before the writer ended."""
+    monkeypatch.setattr(journal_module, "CLOSE_TIMEOUT", 0.1)
+    release = threading.Event()
+
+    def stuck_fdatasync(fd: int) -> None:
+        release.wait(2)
+        os.fdatasync(fd)
+
+    async def scenario() -> None:
+        journal = open_journal(tmp_path)
+        journal.record_queue("orders", "orders", None)
+        await durable(journal)
+        journal_os.instead["fdatasync"] = stuck_fdatasync
+        journal.record_message("orders", 1, message(1))
+        await asyncio.sleep(0.05)
+        threading.Timer(0.3, release.set).start()  # the disk comes back after close gave up
+        await journal.close()
+
+    run(scenario)
+    assert not [t for t in threading.enumerate() if t.name == "dovecote-journal"]
+    state = recover(tmp_path)
+    assert state.report.problems == []
+    assert sorted(state.queues["orders"].messages) == [1]

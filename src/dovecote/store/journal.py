@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from dovecote.core.errors import StoreUnavailable
@@ -53,6 +53,7 @@ __all__ = ["Journal", "JournalConfig", "SyncPolicy"]
 
 log = logging.getLogger(__name__)
 
+CLOSE_TIMEOUT = 30.0  # seconds close() waits for an evacuation read, then for the last batch
 LAZY_FLUSH_DELAY = 0.05  # seconds an ack may wait for a batch to ride with
 
 
@@ -143,13 +144,16 @@ class Journal:
         # is being read is finished first.
         self._closing = True
         read = self._evacuation_read
-        if read is not None and not read.done():
-            await asyncio.wait_for(asyncio.shield(read), timeout=30)
+        if (
+            read is not None
+            and not read.done()
+            and await _within(asyncio.shield(read), "the evacuation read")
+        ):
             await asyncio.sleep(0)  # (its done-callback, which appends the copies, runs first)
         done = asyncio.Event()
         self.call_when_durable(done.set)
         if self.available:
-            await asyncio.wait_for(done.wait(), timeout=30)
+            await _within(done.wait(), "the last batch")
         for fd in self._readers.values():
             os.close(fd)
         self._readers.clear()
@@ -563,6 +567,17 @@ class Journal:
                 record = encode_duplicate_id(address, found.seq, duplicate_id)
                 self._duplicates[(address, duplicate_id)] = (record, found.segment)
                 self._hold(found.segment, len(record))
+
+
+async def _within(waiting: Awaitable[object], what: str) -> bool:
+    """Await ``waiting`` for at most CLOSE_TIMEOUT; False (logged) if it took longer. Closing
+    goes on regardless: what was not durable by then was never confirmed."""
+    try:
+        await asyncio.wait_for(waiting, timeout=CLOSE_TIMEOUT)
+    except TimeoutError:
+        log.warning("journal close: gave up waiting for %s after %s s", what, CLOSE_TIMEOUT)
+        return False
+    return True
 
 
 def _pack(segment: int, size: int, offset: int = 0) -> int:
