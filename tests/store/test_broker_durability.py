@@ -23,19 +23,16 @@ from journal_os import JournalOs
 
 from dovecote.pytest_plugin import BrokerThread
 from dovecote.store.journal import JournalConfig
+from stomp_peers import Inbox
 
 TIMEOUT = 10.0
 
 
-class Client(stomp.ConnectionListener):  # type: ignore[misc]
+class Client(Inbox):
     """One stomp.py connection (STOMP 1.2) recording what arrives; every wait is bounded."""
 
     def __init__(self, port: int, client_id: str | None = None) -> None:
-        self.messages: list[Any] = []
-        self.receipts: list[str] = []
-        self.errors: list[Any] = []
-        self.disconnected = False
-        self._cond = threading.Condition()
+        super().__init__()
         self._receipt_ids = 0
         self.conn = stomp.Connection12(
             [("127.0.0.1", port)], auto_decode=False, reconnect_attempts_max=1
@@ -43,31 +40,8 @@ class Client(stomp.ConnectionListener):  # type: ignore[misc]
         self.conn.set_listener("client", self)
         self.conn.connect(wait=True, headers={"client-id": client_id} if client_id else {})
 
-    # stomp.py listener callbacks (its receiver thread)
-    def on_message(self, frame: Any) -> None:
-        with self._cond:
-            self.messages.append(frame)
-            self._cond.notify_all()
-
-    def on_receipt(self, frame: Any) -> None:
-        with self._cond:
-            self.receipts.append(frame.headers["receipt-id"])
-            self._cond.notify_all()
-
-    def on_error(self, frame: Any) -> None:
-        with self._cond:
-            self.errors.append(frame)
-            self._cond.notify_all()
-
-    def on_disconnected(self) -> None:
-        with self._cond:
-            self.disconnected = True
-            self._cond.notify_all()
-
     def wait(self, predicate: Callable[[], bool], what: str) -> None:
-        with self._cond:
-            if not self._cond.wait_for(predicate, TIMEOUT):
-                pytest.fail(f"{what} within {TIMEOUT}s; have {len(self.messages)} messages")
+        self._wait(predicate, what, TIMEOUT)
 
     def receipt(self) -> str:
         self._receipt_ids += 1

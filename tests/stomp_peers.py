@@ -1,5 +1,6 @@
-"""Helpers for the interop tests: a ``dovecote run`` subprocess and stomp.py peers
-(imported by conftest.py and by tests that start brokers of their own).
+"""Helpers for tests that talk to a broker: a ``dovecote run`` subprocess and stomp.py peers
+(imported by tests/interop/conftest.py and by tests that start brokers of their own; tests/
+is on ``sys.path`` through tests/conftest.py).
 
 Every wait has a deadline (``TIMEOUT``).
 """
