@@ -146,14 +146,9 @@ class Queue(QueueView, QueuePolicy):
         self._next_seq = seq + 1
         self.enqueued += 1
         entry = QueueEntry(message, seq)
-        if self.durable and message.persistent:
+        persistent = self.durable and message.persistent
+        if persistent:
             self._store.record_message(self.name, seq, message)
-            pageable = self._pageable
-            pageable.append(entry)
-            if len(pageable) > 2 * self._ready_count + _PAGE_EVERY:
-                # Below the paging level nothing pops delivered entries off: drop them here
-                # (amortized), or the list would hold every message the queue ever had.
-                self._pageable = deque(e for e in pageable if e.ready and not e.paged)
         self._budget.charge(len(message.body))
         if (
             not self._ready_count
@@ -166,8 +161,13 @@ class Queue(QueueView, QueuePolicy):
             # Nothing else waits: route it at once, without queueing it first (the hot path).
             self._ready_count = 1
             if self._route_new(entry):
+                if persistent and entry.ready:
+                    self._pageable_add(entry)  # parked: it waits, so it may page out
                 return
             self._ready_count = 0
+            self._no_credit = True  # _route found no consumer with credit: dispatch need not
+        if persistent:
+            self._pageable_add(entry)
         priority = message.priority
         self._ready[priority][seq] = entry
         if priority > self._top or not self._fresh_count:
@@ -186,6 +186,14 @@ class Queue(QueueView, QueuePolicy):
             and (self._adds_since_page >= _PAGE_EVERY or budget.is_exhausted())
         ):
             self.page_out()
+
+    def _pageable_add(self, entry: QueueEntry) -> None:
+        pageable = self._pageable
+        pageable.append(entry)
+        if len(pageable) > 2 * self._ready_count + _PAGE_EVERY:
+            # Below the paging level nothing pops delivered entries off: drop them here
+            # (amortized), or the list would hold every message the queue ever had.
+            self._pageable = deque(e for e in pageable if e.ready and not e.paged)
 
     def drop_unselected(self) -> int:
         """Settle the ready messages this queue's selector does not match (a restored durable
