@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from stomp_peers import BrokerProcess, Peer, launch_broker
 
 

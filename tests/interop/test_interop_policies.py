@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from stomp_peers import BrokerProcess, Peer, launch_broker
 
 CONFIG = """
