@@ -561,8 +561,7 @@ def test_is_persistent_for(h: Harness) -> None:
 
 
 def test_restore_keeps_seq_and_later_adds_continue_after_it(h: Harness) -> None:
-    h.queue.restore(QueueEntry(msg("r7"), 7, delivery_count=1))
-    h.queue.restore(QueueEntry(msg("r3"), 3))
+    h.queue.restore([QueueEntry(msg("r7"), 7, delivery_count=1), QueueEntry(msg("r3"), 3)])
     h.send("new")
     assert h.queue.enqueued == 1
     assert h.store.calls == []
@@ -610,7 +609,7 @@ def test_budget_is_released_by_auto_ack_and_expiry(h: Harness) -> None:
 
 
 def test_budget_is_charged_for_restored_entries(h: Harness) -> None:
-    h.queue.restore(QueueEntry(msg("r1"), 1))
+    h.queue.restore([QueueEntry(msg("r1"), 1)])
     assert h.budget.used == 2 + ENTRY_OVERHEAD
 
 

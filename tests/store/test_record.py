@@ -237,6 +237,24 @@ def test_round_trip(name: str, record: bytes, decode: Callable[[bytes], Any], va
 
 
 @pytest.mark.parametrize(("name", "record", "decode", "value"), CASES, ids=CASE_IDS)
+def test_round_trip_from_a_view_into_a_segment(
+    name: str, record: bytes, decode: Callable[[memoryview], Any], value: Any
+) -> None:
+    """Recovery reads records out of a memoryview of the whole segment: the payload is a
+    view (no copy), and decodes to the same value, with bytes (never views) inside."""
+    segment = memoryview(b"x" * 5 + record + b"y" * 3)
+    result = read_record(segment, 5)
+    assert result is not None
+    kind, payload, next_offset = result
+    assert isinstance(payload, memoryview)
+    assert next_offset == 5 + len(record)
+    decoded = decode(payload)
+    assert decoded == value
+    if kind is RecordType.MESSAGE_ADDED:
+        assert type(decoded[2].body) is bytes
+
+
+@pytest.mark.parametrize(("name", "record", "decode", "value"), CASES, ids=CASE_IDS)
 def test_framing_is_length_type_payload_crc(
     name: str, record: bytes, decode: Callable[[bytes], Any], value: Any
 ) -> None:

@@ -37,8 +37,7 @@ def test_producer_is_paused_past_the_budget_and_resumed_by_a_consumer() -> None:
         assert held * len(BODY) < 2 * budget.limit  # nothing beyond the budget was taken in
 
         consumer.sendall(
-            b"CONNECT\naccept-version:1.2\nhost:x\n\n\0"
-            b"SUBSCRIBE\nid:1\ndestination:/queue/bp\n\n\0"
+            b"CONNECT\naccept-version:1.2\nhost:x\n\n\0SUBSCRIBE\nid:1\ndestination:/queue/bp\n\n\0"
         )
         received = 0
         deadline = time.monotonic() + 10

@@ -18,6 +18,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TypeVar
 
 from dovecote.core.message import MAX_PRIORITY, Message, RoutingType
 
@@ -27,6 +28,11 @@ SEGMENT_HEADER = struct.Struct(">4sHHQ")
 RECORD_HEAD = struct.Struct(">IB")
 CRC = struct.Struct(">I")
 MAX_RECORD_PAYLOAD = 256 * 1024 * 1024  # anything larger is corruption, not a record
+
+# A payload is bytes, or (recovery) a memoryview into the segment read whole: decoding then
+# copies only what it keeps, the body once.
+Payload = bytes | memoryview
+_Data = TypeVar("_Data", bytes, memoryview)
 
 
 class RecordType(IntEnum):
@@ -65,7 +71,7 @@ class SegmentHeader:
         return SEGMENT_HEADER.pack(MAGIC, self.version, 0, self.segment_id)
 
     @classmethod
-    def decode(cls, data: bytes) -> SegmentHeader:
+    def decode(cls, data: Payload) -> SegmentHeader:
         if len(data) < SEGMENT_HEADER.size:
             raise CorruptRecord("segment header is truncated")
         magic, version, _flags, segment_id = SEGMENT_HEADER.unpack_from(data)
@@ -86,8 +92,9 @@ def frame_record(kind: RecordType, payload: bytes) -> bytes:
     return b"".join((head, payload, CRC.pack(crc)))
 
 
-def read_record(data: bytes | memoryview, offset: int) -> tuple[RecordType, bytes, int] | None:
-    """The record at ``offset``: (type, payload, next offset), or None if incomplete.
+def read_record(data: _Data, offset: int) -> tuple[RecordType, _Data, int] | None:
+    """The record at ``offset``: (type, payload, next offset), or None if incomplete. The
+    payload is a slice of ``data``: a memoryview (no copy) when ``data`` is one.
 
     Raises CorruptRecord for a bad checksum, an unknown type or an impossible length.
     """
@@ -100,7 +107,7 @@ def read_record(data: bytes | memoryview, offset: int) -> tuple[RecordType, byte
     stop = end + length + CRC.size
     if stop > len(data):
         return None
-    payload = bytes(data[end : end + length])
+    payload = data[end : end + length]
     (crc,) = CRC.unpack_from(data, end + length)
     if crc != zlib.crc32(payload, _TYPE_CRC[kind]):
         raise CorruptRecord("record checksum mismatch")
@@ -123,6 +130,7 @@ _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _MESSAGE_FIXED = struct.Struct(">BBBqqH")  # routing, priority, persistent, expires, ts, nprops
+_SEQ_LENGTH = struct.Struct(">QH")  # a seq, then the next string's length
 
 
 def _str16(text: str) -> bytes:
@@ -140,11 +148,11 @@ def _str32(text: str) -> bytes:
 class _Reader:
     __slots__ = ("data", "pos")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: Payload) -> None:
         self.data = data
         self.pos = 0
 
-    def take(self, count: int) -> bytes:
+    def take(self, count: int) -> Payload:
         end = self.pos + count
         if end > len(self.data):
             raise CorruptRecord("record payload is shorter than its fields")
@@ -172,14 +180,9 @@ class _Reader:
 
     def _text(self, length: int) -> str:
         try:
-            return self.take(length).decode("utf-8")
+            return str(self.take(length), "utf-8")
         except UnicodeDecodeError:
             raise CorruptRecord("record text is not UTF-8") from None
-
-    def rest(self) -> bytes:
-        chunk = self.data[self.pos :]
-        self.pos = len(self.data)
-        return chunk
 
 
 def encode_queue_created(
@@ -191,7 +194,7 @@ def encode_queue_created(
     return frame_record(RecordType.QUEUE_CREATED, b"".join(fields))
 
 
-def decode_queue_created(payload: bytes) -> tuple[str, str, str | None, QueueKind]:
+def decode_queue_created(payload: Payload) -> tuple[str, str, str | None, QueueKind]:
     r = _Reader(payload)
     name, address, filter_ = r.str16(), r.str16(), r.str16()
     try:
@@ -201,7 +204,7 @@ def decode_queue_created(payload: bytes) -> tuple[str, str, str | None, QueueKin
     return name, address, filter_ or None, kind
 
 
-def decode_queue_selector(payload: bytes) -> str | None:
+def decode_queue_selector(payload: Payload) -> str | None:
     """The optional selector after a QUEUE_CREATED payload's fixed fields (None if absent)."""
     r = _Reader(payload)
     r.str16(), r.str16(), r.str16(), r.u8()
@@ -214,7 +217,7 @@ def encode_name(kind: RecordType, name: str) -> bytes:
     return frame_record(kind, _str16(name))
 
 
-def decode_name(payload: bytes) -> str:
+def decode_name(payload: Payload) -> str:
     return _Reader(payload).str16()
 
 
@@ -225,14 +228,25 @@ def encode_queue_seq(kind: RecordType, queue: str, seq: int, extra: int | None =
     return frame_record(kind, payload)
 
 
-def decode_queue_seq(payload: bytes) -> tuple[str, int, int | None]:
-    r = _Reader(payload)
-    queue, seq = r.str16(), r.u64()
-    extra = r.u32() if r.pos < len(payload) else None
+def decode_queue_seq(payload: Payload) -> tuple[str, int, int | None]:
+    # unpack_from, not _Reader: one of these follows almost every message (its ack).
+    try:
+        (length,) = _U16.unpack_from(payload, 0)
+        pos = 2 + length
+        queue = str(payload[2:pos], "utf-8")
+        (seq,) = _U64.unpack_from(payload, pos)
+        pos += 8
+        if pos == len(payload):
+            return queue, seq, None
+        (extra,) = _U32.unpack_from(payload, pos)
+    except struct.error:
+        raise CorruptRecord("record payload is shorter than its fields") from None
+    except UnicodeDecodeError:
+        raise CorruptRecord("record text is not UTF-8") from None
     return queue, seq, extra
 
 
-def peek_queue_seq(payload: bytes) -> tuple[str, int]:
+def peek_queue_seq(payload: Payload) -> tuple[str, int]:
     """The (queue, seq) that MESSAGE_ADDED, _ACKED and _DELIVERED payloads begin with."""
     r = _Reader(payload)
     return r.str16(), r.u64()
@@ -243,7 +257,7 @@ def encode_duplicate_id(address: str, seq: int, duplicate_id: str) -> bytes:
     return frame_record(RecordType.DUPLICATE_ID, payload)
 
 
-def decode_duplicate_id(payload: bytes) -> tuple[str, int, str]:
+def decode_duplicate_id(payload: Payload) -> tuple[str, int, str]:
     r = _Reader(payload)
     address, seq, duplicate_id = r.str16(), r.u64(), r.str16()
     if r.pos != len(payload):
@@ -255,7 +269,7 @@ def encode_group(kind: RecordType, group_id: int) -> bytes:
     return frame_record(kind, _U64.pack(group_id))
 
 
-def decode_group(payload: bytes) -> int:
+def decode_group(payload: Payload) -> int:
     return _Reader(payload).u64()
 
 
@@ -281,7 +295,7 @@ def encode_message_added(queue: str, seq: int, message: Message) -> bytes:
     return frame_record(RecordType.MESSAGE_ADDED, b"".join(parts))
 
 
-def decode_message_added(payload: bytes, *, with_body: bool = True) -> tuple[str, int, Message]:
+def decode_message_added(payload: Payload, *, with_body: bool = True) -> tuple[str, int, Message]:
     """Decode a MESSAGE_ADDED payload; ``with_body=False`` leaves the body out (paging).
 
     Recovery decodes every message in the journal, so this reads fields with ``unpack_from``
@@ -290,14 +304,13 @@ def decode_message_added(payload: bytes, *, with_body: bool = True) -> tuple[str
     try:
         (length,) = _U16.unpack_from(payload, 0)
         pos = 2 + length
-        queue = payload[2:pos].decode("utf-8")
-        (seq,) = _U64.unpack_from(payload, pos)
-        (length,) = _U16.unpack_from(payload, pos + 8)
+        queue = str(payload[2:pos], "utf-8")
+        seq, length = _SEQ_LENGTH.unpack_from(payload, pos)
         start, pos = pos + 10, pos + 10 + length
-        message_id = payload[start:pos].decode("utf-8")
+        message_id = str(payload[start:pos], "utf-8")
         (length,) = _U16.unpack_from(payload, pos)
         start, pos = pos + 2, pos + 2 + length
-        address = payload[start:pos].decode("utf-8")
+        address = str(payload[start:pos], "utf-8")
         routing, priority, persistent, expires, timestamp, count = _MESSAGE_FIXED.unpack_from(
             payload, pos
         )
@@ -306,10 +319,10 @@ def decode_message_added(payload: bytes, *, with_body: bool = True) -> tuple[str
         for _ in range(count):
             (length,) = _U16.unpack_from(payload, pos)
             start, pos = pos + 2, pos + 2 + length
-            name = payload[start:pos].decode("utf-8")
+            name = str(payload[start:pos], "utf-8")
             (length,) = _U32.unpack_from(payload, pos)
             start, pos = pos + 4, pos + 4 + length
-            properties[name] = payload[start:pos].decode("utf-8")
+            properties[name] = str(payload[start:pos], "utf-8")
     except (struct.error, UnicodeDecodeError):
         raise CorruptRecord("message record fields do not parse") from None
     if pos > len(payload) or priority > MAX_PRIORITY:
@@ -318,7 +331,7 @@ def decode_message_added(payload: bytes, *, with_body: bool = True) -> tuple[str
         message_id,
         address,
         RoutingType.MULTICAST if routing else RoutingType.ANYCAST,
-        payload[pos:] if with_body else b"",
+        bytes(payload[pos:]) if with_body else b"",
         properties,
         bool(persistent),
         priority,
