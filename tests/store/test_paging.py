@@ -3,11 +3,13 @@ a recovered backlog larger than the budget starts paged."""
 
 from __future__ import annotations
 
+import gc
 import socket
 from pathlib import Path
 
 from dovecote.core.limits import ENTRY_OVERHEAD
 from dovecote.pytest_plugin import BrokerThread
+from dovecote.server import FREEZE_AT, RECOVERY_BODY_BUDGET
 
 N = 400
 BODY = 4096
@@ -33,24 +35,24 @@ def _read_until(sock: socket.socket, marker: bytes, data: bytes = b"") -> bytes:
     return data
 
 
-def _fill(port: int) -> None:
+def _fill(port: int, count: int = N) -> None:
     sock = _connect(port)
     frames = b"".join(
         b"SEND\ndestination:/queue/paged\npersistent:true\ncontent-length:%d\n\n%s\0"
         % (BODY, _body(n))
-        for n in range(N)
+        for n in range(count)
     )
     sock.sendall(frames + b"SEND\ndestination:/queue/other\nreceipt:done\n\nx\0")
     _read_until(sock, b"receipt-id:done")
     sock.close()
 
 
-def _drain(port: int) -> list[bytes]:
+def _drain(port: int, count: int = N) -> list[bytes]:
     sock = _connect(port)
     sock.sendall(b"SUBSCRIBE\nid:1\ndestination:/queue/paged\nack:auto\n\n\0")
     bodies: list[bytes] = []
     data = b""
-    while len(bodies) < N:
+    while len(bodies) < count:
         data = _read_until(sock, b"\0", data)
         while b"\0" in data:
             head, _, rest = data.partition(b"\n\n")
@@ -100,3 +102,31 @@ def test_recovered_backlog_over_budget_starts_paged(tmp_path: Path) -> None:
         assert _drain(thread.port) == [_body(n) for n in range(N)]
     finally:
         thread.stop()
+
+
+def test_a_big_backlog_restarts_with_16_mib_of_bodies_and_frozen(tmp_path: Path) -> None:
+    """Whatever the memory limit, recovery keeps only RECOVERY_BODY_BUDGET of bodies (the
+    oldest) and reads the rest back at dispatch; past FREEZE_AT messages the recovered objects
+    are frozen out of the collector."""
+    count = FREEZE_AT
+    assert count * BODY > 2 * RECOVERY_BODY_BUDGET
+    thread = BrokerThread(data_dir=tmp_path).start()
+    try:
+        _fill(thread.port, count)
+    finally:
+        thread.stop()
+    frozen = gc.get_freeze_count()
+    thread = BrokerThread(data_dir=tmp_path).start()
+    try:
+        assert gc.get_freeze_count() > frozen
+        assert thread.broker is not None
+        budget = thread.broker.router.budget
+        assert budget.page_at > RECOVERY_BODY_BUDGET  # the default limit: the cap applies
+        bodies = budget.used - (count + 1) * ENTRY_OVERHEAD
+        # The recovery budget counts whole records: a body's headers (under 128 B here) too.
+        assert bodies >= RECOVERY_BODY_BUDGET * BODY // (BODY + 128) - BODY
+        assert bodies <= RECOVERY_BODY_BUDGET
+        assert _drain(thread.port, count) == [_body(n) for n in range(count)]
+    finally:
+        thread.stop()
+        gc.unfreeze()
