@@ -8,27 +8,13 @@ queue: its sequence number there and how often it has been delivered.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import Enum
-from typing import TypeVar, dataclass_transform
+
+from dovecote.values import value_class
 
 DEFAULT_PRIORITY = 4
 MAX_PRIORITY = 9
-
-
-_Class = TypeVar("_Class")
-
-
-@dataclass_transform(frozen_default=True)
-def value_class(cls: type[_Class]) -> type[_Class]:
-    """A slotted dataclass that mypy holds frozen, built without the runtime guard.
-
-    ``@dataclass(frozen=True)`` sets every field through ``object.__setattr__``: about 1 us
-    for a Message, once per message sent, most of what building one costs. The type checker
-    still refuses any assignment to a field (mypy --strict runs on src/), which is where
-    immutability is kept; nothing hashes these (a Message holds a dict).
-    """
-    return dataclass(slots=True)(cls)
 
 
 class RoutingType(Enum):
