@@ -17,7 +17,6 @@ by NUL; without it the body ends at the first NUL. Lines may end in CRLF or LF.
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from typing import Final
 
@@ -155,14 +154,13 @@ class FrameDecoder:
         if escaped or "\r" in head:
             headers = self._headers(lines, escaped)
         else:
-            # The common frame, in C: split each line at its first colon (order kept).
-            try:
-                headers = dict(map(_split_header, lines[1:]))
-            except ValueError:
-                raise RemoteProtocolError("header line without a colon", code="malformed") from None
-            if len(headers) < len(lines) - 1:
-                # A repeated header: the first one wins (STOMP 1.2 "Repeated Header Entries").
-                headers = self._headers(lines, escaped)
+            headers = {}
+            for line in lines[1:]:
+                name, colon, value = line.partition(":")
+                if not colon:
+                    raise RemoteProtocolError("header line without a colon", code="malformed")
+                if name not in headers:  # (STOMP 1.2 "Repeated Header Entries")
+                    headers[name] = value
         length_text = headers.get("content-length")
         if length_text is not None:
             length = _parse_length(length_text)
@@ -207,9 +205,6 @@ class FrameDecoder:
             if name not in headers:
                 headers[name] = value
         return headers
-
-
-_split_header = operator.methodcaller("split", ":", 1)
 
 
 def _parse_length(text: str) -> int:
