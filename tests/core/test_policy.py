@@ -755,6 +755,31 @@ def test_dead_letters_and_expiries_are_advised() -> None:
     assert first["deliveryCount"] == 1
 
 
+@pytest.mark.parametrize(
+    ("policy", "dropped"),
+    [
+        pytest.param(AddressPolicy(expired="drop"), 0, id="expired-drop"),
+        pytest.param(AddressPolicy(dead_letter_strategy="discard"), 1, id="discard-strategy"),
+    ],
+)
+def test_an_expired_message_dropped_by_policy_is_advised_too(
+    policy: AddressPolicy, dropped: int
+) -> None:
+    h = Harness(default=policy)
+    advisories = BodySink()
+    h.router.subscribe_topic("ActiveMQ.Advisory.>", Consumer("adv", advisories))
+    h.send("late", expires=h.clock.now + 10)
+    h.advance(2000)  # the reaper finds it
+    assert [(topic, body["messageId"]) for topic, body in advisories.got] == [
+        ("ActiveMQ.Advisory.Expired.Queue.orders", "late")
+    ]
+    queue = h.router.queue("orders")
+    assert queue is not None
+    assert (queue.expired, queue.dropped, queue.dead_lettered) == (1, dropped, 0)
+    assert h.router.queue("ActiveMQ.DLQ") is None
+    assert queue.ready_count == 0
+
+
 def test_a_send_after_credit_returned_to_an_emptied_queue_is_delivered() -> None:
     """Regression guard for the add fast path: the queue remembers that no consumer had
     credit; credit that comes back while the queue is empty (its waiting message expired)

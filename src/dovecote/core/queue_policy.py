@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from dovecote.core.message import QueueEntry
-from dovecote.core.policy import AddressPolicy, ExpiredAction, Overflow
+from dovecote.core.policy import AddressPolicy, Overflow
 
 if TYPE_CHECKING:
     from dovecote.core.parking import Parking
@@ -167,11 +167,13 @@ class QueuePolicy:
         return True
 
     def _expire(self, entry: QueueEntry) -> None:
-        """``entry`` (out of ``ready``) has expired: dead-letter or drop it, per policy."""
+        """``entry`` (out of ``ready``) has expired: dead-letter or drop it, per policy. With a
+        dead-letter hook (the router's), the hook does either, and publishes the Expired
+        advisory both ways."""
         self.expired += 1
         policy = self.policy
-        if policy is not None and policy.expired == ExpiredAction.DEAD_LETTER:
-            self._dead(entry, f"Message Expired. Expiration:{entry.message.expires}")
+        if self._dead_letter is not None and policy is not None:
+            self._dead_letter(self, entry, f"Message Expired. Expiration:{entry.message.expires}")
         else:
             self._settle(entry)
 

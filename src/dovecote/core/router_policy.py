@@ -8,7 +8,8 @@ queue, or time, is done here for the :class:`~dovecote.core.router.Router`, whic
 - :meth:`DeadLetters.move` takes an entry that left its queue for good to its dead-letter
   queue, atomically in the store: the copy is recorded there and the original acknowledged in
   one group, so a crash leaves exactly one of them. It then publishes the ``MessageDLQd``
-  advisory (and ``Expired``, for an expired message).
+  advisory (and ``Expired``, for an expired message). An expired message that is dropped
+  instead (``expired = "drop"``, or no dead-letter queue) gets the ``Expired`` advisory alone.
 - :class:`ExpiryReaper` is one timer that re-arms itself every ``expiry_check_ms`` only while
   some queue holds a message that can expire; each queue keeps those in a heap by expiry time,
   so no queue is scanned.
@@ -28,6 +29,7 @@ from dovecote.core.policy import (
     FAILURE_CAUSE,
     ORIGINAL_DESTINATION,
     ORIGINAL_EXPIRATION,
+    ExpiredAction,
 )
 from dovecote.core.ports import Store
 from dovecote.core.queue import Queue
@@ -63,12 +65,19 @@ class DeadLetters:
         """Move ``entry`` (out of ``queue``'s ready and in-flight sets) to its dead-letter queue,
         atomically in the store; drop it if the policy names no dead-letter queue."""
         policy = queue.policy or DEFAULT_POLICY
+        message = entry.message
+        expired = message.is_expired(self._now_ms())
         subscription = queue.filter is not None and not queue.durable
         target = policy.dead_letter_target(queue.name, subscription=subscription)
-        message = entry.message
-        if target is None:
-            queue.dropped += 1
+        if target is None or (expired and policy.expired == ExpiredAction.DROP):
+            if target is None:
+                queue.dropped += 1
             queue.discard(entry)
+            if expired:
+                fields = {"messageId": message.message_id, "deliveryCount": entry.delivery_count}
+                self._advise(
+                    advisory.EXPIRED, fields, routing=message.routing, address=message.address
+                )
             return
         if entry.paged:
             try:
