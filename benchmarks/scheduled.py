@@ -37,6 +37,7 @@ bodies and properties stay on disk until they fire.
 from __future__ import annotations
 
 import argparse
+import bisect
 import os
 import re
 import select
@@ -267,9 +268,11 @@ def main() -> None:
             ("end-to-end lateness (vs the producer's x-due)", lateness),
         ):
             if values:
+                over = len(values) - bisect.bisect_right(values, 100)
                 print(
                     f"{label} ms: p50 {percentile(values, 0.5)}  p99 {percentile(values, 0.99)}"
-                    f"  max {values[-1]}  min {values[0]}"
+                    f"  p99.9 {percentile(values, 0.999)}  max {values[-1]}  min {values[0]}"
+                    f"  (over 100 ms: {over:,})"
                 )
         print(
             f"broker RSS MiB: start {rss['start'] / 1024:.0f}, all scheduled "

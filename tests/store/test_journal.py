@@ -858,3 +858,43 @@ def test_close_does_not_fail_on_a_disk_that_hangs(
     state = recover(tmp_path)
     assert state.report.problems == []
     assert sorted(state.queues["orders"].messages) == [1]
+
+
+def test_an_evacuation_copies_in_slices_and_acks_between_slices_hold(tmp_path: Path) -> None:
+    """A segment's live records are copied a slice per loop turn (a big one stalled the loop);
+    records acknowledged while the copying is under way are not copied (or, if copied
+    already, released), and once every copy is durable the segment is deleted."""
+    config = JournalConfig(segment_size=4096, evacuation_slice=2)
+    sent = {n: message(n, "keep", size=150) for n in range(1, 21)}
+
+    async def scenario() -> tuple[set[int], int]:
+        journal = open_journal(tmp_path, config)
+        journal.record_queue("keep", "keep", None)
+        for n in range(1, 21):  # ~20 x 230 B: the first segment and part of the next
+            journal.record_message("keep", n, sent[n])
+        await durable(journal)
+        first = min(list_segments(tmp_path))
+        live = set(sent)
+        for n in range(1, 13):  # most of the first segment dies: evacuated at the next rotation
+            journal.record_ack("keep", n)
+            live.discard(n)
+        for n in range(100, 140):  # the journal moves on (rotating) meanwhile
+            sent[n] = message(n, "keep", size=150)
+            journal.record_message("keep", n, sent[n])
+            live.add(n)
+            await asyncio.sleep(0)
+            if n % 3 == 0:  # acks while the copying is under way
+                gone = min(k for k in live if k < 100) if any(k < 100 for k in live) else n
+                journal.record_ack("keep", gone)
+                live.discard(gone)
+        await eventually(lambda: first not in list_segments(tmp_path), "first segment deleted")
+        await journal.close()
+        return live, first
+
+    live, first = run(scenario)
+    assert first not in list_segments(tmp_path)
+    state = recover(tmp_path)
+    assert state.report.problems == []
+    recovered = state.queues["keep"].messages
+    assert sorted(recovered) == sorted(live)
+    assert [recovered[n].message for n in sorted(live)] == [sent[n] for n in sorted(live)]

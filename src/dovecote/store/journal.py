@@ -514,24 +514,29 @@ class Journal:
                 self._append(record)
                 self._hold(self._segment, len(record))
                 self._duplicates[key] = (record, self._segment)
-        for (name, seq), record in records.items():
+        self._copy_live(segment, list(records.items()), 0)
+
+    def _copy_live(
+        self, segment: int, records: list[tuple[tuple[str, int], bytes]], start: int
+    ) -> None:
+        """Loop thread: append the copies of the next ``evacuation_slice`` of ``segment``'s
+        message records, those still live, then yield to the loop (a segment of small records
+        can hold 100,000 live ones: copied at once, they stalled every connection, and every
+        scheduled message due, for a tenth of a second); once all are copied, delete the
+        segment when they are durable. Closing stops it: the segment then stays, with what was
+        not copied yet (recovery takes a copy over its original)."""
+        if self._writer is None or self._closing:
+            self._evacuating = None
+            return
+        end = start + self.config.evacuation_slice
+        for (name, seq), record in records[start:end]:
             packed = self._locations.get(name, {}).get(seq)
-            if packed is None or _segment_of(packed) != segment:
-                continue  # acknowledged meanwhile
-            self._release(segment, _size_of(packed))
-            self._append(record)
-            self._placing[len(self._pending) - 1] = (name, seq)
-            self._moving[(name, seq)] = packed  # still readable there until rewritten
-            self._hold(self._segment, len(record))
-            self._locations[name][seq] = _pack(self._segment, len(record))
-            # The copy outlives the original (else acks of the copy could go first and the
-            # original come back), and carries its delivery count (else it is lost with it).
-            self._refer(segment)
-            count = self._delivered.get(name, {}).get(seq)
-            if count:
-                copy_segment = self._segment
-                self._append(encode_queue_seq(RecordType.MESSAGE_DELIVERED, name, seq, count))
-                self._refer(copy_segment)
+            if packed is not None and _segment_of(packed) == segment:  # (else acked meanwhile)
+                self._copy(segment, name, seq, packed, record)
+        if end < len(records):
+            assert self._loop is not None
+            self._loop.call_soon(self._copy_live, segment, records, end)
+            return
 
         def done() -> None:
             self._evacuating = None
@@ -540,6 +545,22 @@ class Journal:
             self._schedule_reclaim()
 
         self.call_when_durable(done)
+
+    def _copy(self, segment: int, name: str, seq: int, packed: int, record: bytes) -> None:
+        self._release(segment, _size_of(packed))
+        self._append(record)
+        self._placing[len(self._pending) - 1] = (name, seq)
+        self._moving[(name, seq)] = packed  # still readable there until rewritten
+        self._hold(self._segment, len(record))
+        self._locations[name][seq] = _pack(self._segment, len(record))
+        # The copy outlives the original (else acks of the copy could go first and the
+        # original come back), and carries its delivery count (else it is lost with it).
+        self._refer(segment)
+        count = self._delivered.get(name, {}).get(seq)
+        if count:
+            copy_segment = self._segment
+            self._append(encode_queue_seq(RecordType.MESSAGE_DELIVERED, name, seq, count))
+            self._refer(copy_segment)
 
     def _load_accounting(self, state: RecoveredState) -> None:
         self._segments = set(state.segments) - set(state.report.dropped_segments)

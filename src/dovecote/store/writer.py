@@ -46,6 +46,7 @@ class JournalConfig:
     sync: SyncPolicy = SyncPolicy.ALWAYS
     sync_interval: float = 0.05
     evacuate_below: float = 0.5  # evacuate the oldest segment when less than this is live
+    evacuation_slice: int = 2000  # records an evacuation copies per loop turn
     retry_interval: float = 1.0  # after a write error
 
     def __post_init__(self) -> None:
