@@ -202,6 +202,37 @@ def test_delayed_message_fires_at_its_time_not_before() -> None:
     assert len(h.router.scheduler) == 0
 
 
+@pytest.mark.parametrize("owner_leaves", [False, True])
+def test_a_message_scheduled_to_a_temporary_queue_goes_with_it(owner_leaves: bool) -> None:
+    """Delivered if the temporary queue is still there when it fires; dropped if its owner
+    has gone (routing it would have created a plain, durable queue of that name)."""
+    h = Harness()
+    owner = object()
+    temp = "ID:requester-1:1"
+    h.router.get_or_create_queue(temp, temporary_owner=owner)
+    sink = Sink()
+    h.router.consume_queue(temp, Consumer("r", sink))
+    message = Message(
+        h.router.new_message_id(),
+        temp,
+        RoutingType.ANYCAST,
+        b"reply",
+        {"AMQ_SCHEDULED_DELAY": "1000"},
+        persistent=True,
+    )
+    h.router.send(message)
+    if owner_leaves:
+        h.router.delete_owned(owner)
+    h.at(START + 1000)
+    assert len(h.router.scheduler) == 0
+    if owner_leaves:
+        assert h.router.queue(temp) is None
+        assert sink.bodies() == []
+    else:
+        assert sink.bodies() == [b"reply"]
+        assert not any(name.startswith("_dovecote") for name in sink.messages[0].properties)
+
+
 def test_messages_fire_in_due_order_and_wake_only_for_an_earlier_time() -> None:
     h = Harness()
     for delay in (300, 100, 200, 100):

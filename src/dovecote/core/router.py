@@ -174,7 +174,7 @@ class Router:
                 return self._route(message, bounded)
             if bounded:  # (unbounded: the caller checked it, as a committing transaction does)
                 self.check_routable(message)
-            self.scheduler.schedule(message, schedule)
+            self.scheduler.schedule(message, schedule, temporary=self._is_temporary_queue(message))
             return 1
         key = cache_key(message)
         if self.dedup.is_duplicate(key, duplicate_id):
@@ -188,7 +188,9 @@ class Router:
             if schedule is None:
                 count = self._route(message, bounded)
             else:
-                self.scheduler.schedule(message, schedule)
+                self.scheduler.schedule(
+                    message, schedule, temporary=self._is_temporary_queue(message)
+                )
                 count = 1
             self.dedup.remember(key, duplicate_id, persistent=persistent)
         finally:
@@ -215,9 +217,21 @@ class Router:
         else:
             self.end_atomic()
 
-    def _fire(self, message: Message) -> int:
-        """Route a scheduled message that is due (accepted when scheduled: never refused)."""
+    def _fire(self, message: Message, temporary: bool) -> int:
+        """Route a scheduled message that is due (accepted when scheduled: never refused).
+        One scheduled to a temporary queue that has gone since is dropped: a temporary
+        queue's messages go with it (routing would create a plain queue of that name)."""
+        if temporary:
+            queue = self._queues.get(message.address)
+            if queue is None or queue.temporary_owner is None:
+                return 0
         return self._route(message, bounded=False)
+
+    def _is_temporary_queue(self, message: Message) -> bool:
+        if message.routing is not RoutingType.ANYCAST:
+            return False
+        queue = self._queues.get(message.address)
+        return queue is not None and queue.temporary_owner is not None
 
     def _route(self, message: Message, bounded: bool = True) -> int:
         """Hand ``message`` to its queue(s) now; returns how many took it."""

@@ -57,7 +57,8 @@ SCHEDULE_PROPERTIES = frozenset({DELAY, PERIOD, REPEAT, CRON})
 _DUE = "_dovecote.due"
 _LEFT = "_dovecote.left"
 _BASE = "_dovecote.cron-base"
-_STATE = frozenset({_DUE, _LEFT, _BASE})
+_TEMPORARY = "_dovecote.temporary"  # scheduled to a temporary queue (gone: dropped at firing)
+_STATE = frozenset({_DUE, _LEFT, _BASE, _TEMPORARY})
 DEFAULT_HOLD_LIMIT = 10_000
 _RETRY_MS = 1000  # a body that cannot be read back is retried this much later
 _MAX_MS = 10 * 365 * 24 * 3600 * 1000  # delays and periods past ten years are refused
@@ -133,7 +134,7 @@ class Scheduler:
         self,
         store: Store,
         *,
-        route: Callable[[Message], object],
+        route: Callable[[Message, bool], object],
         now_ms: Callable[[], int],
         new_id: Callable[[], str],
         budget: MemoryBudget,
@@ -170,9 +171,12 @@ class Scheduler:
 
     # --- adding -------------------------------------------------------------------------------
 
-    def schedule(self, message: Message, schedule: Schedule) -> None:
-        """Hold ``message`` until its first due time."""
+    def schedule(self, message: Message, schedule: Schedule, *, temporary: bool = False) -> None:
+        """Hold ``message`` until its first due time. ``temporary``: its queue is a temporary
+        one, whose going (with its connection) takes the message with it."""
         due, left, base = _first(schedule, self._now_ms())
+        if temporary:
+            message = replace(message, properties={**message.properties, _TEMPORARY: "1"})
         self._add(_with_state(message, due, left, base), due)
 
     def restore(self, seq: int, message: Message, *, paged: bool) -> None:
@@ -297,7 +301,8 @@ class Scheduler:
                 message.priority,
                 message.expires,
                 message.timestamp,
-            )
+            ),
+            _TEMPORARY in props,
         )
         if message.persistent:
             self._persistent -= 1
