@@ -17,6 +17,7 @@ from dovecote.core.selector import Selector
 from dovecote.protocols.stomp.frames import escape
 
 _CACHE_LIMIT = 4096  # entries in the destination-line cache (cleared, not grown, past it)
+TAIL_CACHE_BYTES = 4 * 1024 * 1024  # encoded tails kept for fan-out (at least the last one)
 BROWSE_PAGE = 256  # messages a browser reads from its queue at a time
 BROWSER_END = b"destination:\nmessage-id:\nbrowser:end\ncontent-length:0\n\n\0"
 
@@ -39,16 +40,18 @@ class Subscription:
 class MessageEncoder:
     """Encodes the part of a MESSAGE frame shared by every subscriber of one message.
 
-    It remembers the last message it encoded, so a topic fan-out encodes headers and body
-    once, not once per subscription. One encoder serves every session of a broker.
+    It remembers the tails it encoded lately (``TAIL_CACHE_BYTES`` of them, oldest forgotten
+    first), so a topic fan-out encodes headers and body once, not once per subscription, even
+    when a backed-up subscriber is sent its backlog in one go after the others (the last tail
+    alone was then of no use). An entry keeps its message, so that an id is never taken for a
+    later message's. One encoder serves every session of a broker.
     """
 
-    __slots__ = ("_destinations", "_last", "_last_tail", "_last_version")
+    __slots__ = ("_cached_bytes", "_destinations", "_tails")
 
     def __init__(self) -> None:
-        self._last: Message | None = None
-        self._last_version = ""
-        self._last_tail = b""
+        self._tails: dict[int, tuple[Message, str, bytes]] = {}  # id(message) -> its tail
+        self._cached_bytes = 0
         self._destinations: dict[tuple[str, bool, str, str], str] = {}
 
     def _destination_line(self, message: Message, version: str, connection_id: str) -> str:
@@ -65,8 +68,10 @@ class MessageEncoder:
     def tail(
         self, message: Message, version: str, connection_id: str = "", *, cache: bool = True
     ) -> bytes:
-        if cache and message is self._last and version == self._last_version:
-            return self._last_tail
+        if cache:
+            hit = self._tails.get(id(message))
+            if hit is not None and hit[0] is message and hit[1] == version:
+                return hit[2]
         lines = [
             f"message-id:{escape(message.message_id, version)}\n"
             f"{self._destination_line(message, version, connection_id)}"
@@ -83,8 +88,19 @@ class MessageEncoder:
         lines.append(f"content-length:{len(message.body)}\n\n")
         tail = b"".join(("".join(lines).encode(), message.body, b"\0"))
         if cache:
-            self._last, self._last_version, self._last_tail = message, version, tail
+            self._remember(message, version, tail)
         return tail
+
+    def _remember(self, message: Message, version: str, tail: bytes) -> None:
+        tails = self._tails
+        gone = tails.pop(id(message), None)
+        if gone is not None:
+            self._cached_bytes -= len(gone[2])
+        while tails and self._cached_bytes + len(tail) > TAIL_CACHE_BYTES:
+            oldest = next(iter(tails))
+            self._cached_bytes -= len(tails.pop(oldest)[2])
+        tails[id(message)] = (message, version, tail)
+        self._cached_bytes += len(tail)
 
 
 class QueueBrowser:
