@@ -97,9 +97,8 @@ def stop(broker: Running, peers: Path) -> None:
 
 def bench(broker: Running, scenario: str, args: Sequence[str], json_path: Path) -> Record:
     record = run_bench(Broker(broker.name, broker.port, broker.pid), scenario, args, json_path)
-    print(
-        f"  {broker.name:9} {scenario:13} {record.get('summary', record.get('error'))}", flush=True
-    )
+    if "error" in record:  # (the bench printed its own line for a run that went through)
+        print(f"  {broker.name:9} {scenario:13} {record['error']}", flush=True)
     return record
 
 
