@@ -248,6 +248,33 @@ def test_nacked_message_is_held_without_blocking_the_ones_behind_it() -> None:
     assert h.sink.ids() == [("m1", 1), ("m2", 1), ("m1", 2)]
 
 
+def _back_in_the_wrong_order(h: Harness) -> Consumer:
+    """m1 comes back from its redelivery delay, then m2 and m3 from a consumer that went
+    away (so m1 is already at the front when the newer m2 and m3 come back)."""
+    a = h.consumer("A", prefetch=3)
+    for n in (1, 2, 3, 4):
+        h.send(f"m{n}")  # A takes m1-m3; m4 waits
+    nack_first(a)  # m1 held for 1 s; A takes m4 with the credit it freed
+    h.advance(1000)  # m1 is back, at the front; A has no credit left
+    h.router.unsubscribe(a)  # m2, m3 and m4 come back
+    return a
+
+
+def test_messages_coming_back_keep_each_level_in_arrival_order() -> None:
+    h = Harness()
+    _back_in_the_wrong_order(h)
+    h.consumer("B")
+    assert [mid for mid, _ in h.sink.ids()[4:]] == ["m1", "m2", "m3", "m4"]
+
+
+def test_drop_oldest_drops_the_oldest_even_when_newer_ones_came_back_after_it() -> None:
+    h = Harness(("orders", AddressPolicy(max_messages=4, overflow=Overflow.DROP_OLDEST)))
+    _back_in_the_wrong_order(h)
+    h.send("m5")  # one too many: m1, the oldest, goes
+    h.consumer("B")
+    assert [mid for mid, _ in h.sink.ids()[4:]] == ["m2", "m3", "m4", "m5"]
+
+
 def test_exponential_backoff_timing() -> None:
     h = Harness(
         default=AddressPolicy(

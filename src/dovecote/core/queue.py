@@ -25,7 +25,9 @@ Invariants:
 - Priority is strict: a parked entry is served before fresh entries of its priority or lower,
   after fresh entries of higher priority. Within a priority, FIFO.
 - A message that goes back to the queue (nack, consumer gone) goes to the front of its priority
-  level, in its original order, and is marked redelivered on its next delivery.
+  level, in its original order, and is marked redelivered on its next delivery. Each level
+  stays in seq (arrival) order: one that came back earlier and is older stays ahead of it
+  (``_merge_front``), so the first of a level is its oldest (drop-oldest relies on it).
 - Expired messages are never delivered: dispatch (and the reaper, for queues nobody consumes)
   takes them out, to the dead-letter queue or nowhere, per policy.
 - With a policy (:mod:`dovecote.core.policy`; the router always gives one, a bare Queue has
@@ -510,13 +512,28 @@ class Queue(QueueView, QueuePolicy):
         """Put unparked entries back at the front of their priority levels, oldest first."""
         if not entries:
             return
-        ready = self._ready
-        for entry in sorted(entries, key=seq_of, reverse=True):
-            level = ready[entry.message.priority]
-            level[entry.seq] = entry
-            level.move_to_end(entry.seq, last=False)
+        self._merge_front(entries)
         self._fresh_count += len(entries)
         self._top = MAX_PRIORITY
+
+    def _merge_front(self, entries: list[QueueEntry]) -> None:
+        """Put ``entries`` (out of every level) back at the front of their priority levels,
+        keeping each level in seq order: an older entry already at a level's front (one that
+        came back earlier) stays ahead of them. They are nearly always older than all their
+        level holds, and then this is a move to the front."""
+        ready = self._ready
+        levels: dict[int, list[QueueEntry]] = {}
+        for entry in entries:
+            levels.setdefault(entry.message.priority, []).append(entry)
+        for priority, back in levels.items():
+            level = ready[priority]
+            newest = max(entry.seq for entry in back)
+            while level and next(iter(level)) < newest:
+                back.append(level.popitem(last=False)[1])  # (few: see the docstring)
+            back.sort(key=seq_of, reverse=True)
+            for entry in back:
+                level[entry.seq] = entry
+                level.move_to_end(entry.seq, last=False)
 
     def _drop_if_expired(self, entry: QueueEntry) -> bool:
         """Take ``entry`` (out of ready by the caller) away if it has expired: to the
@@ -587,13 +604,10 @@ class Queue(QueueView, QueuePolicy):
         return paged
 
     def _requeue(self, entries: list[QueueEntry]) -> None:
-        ready = self._ready
-        for entry in sorted(entries, key=seq_of, reverse=True):
+        for entry in entries:
             entry.ready = True
             entry.parked = False
-            level = ready[entry.message.priority]
-            level[entry.seq] = entry
-            level.move_to_end(entry.seq, last=False)
+        self._merge_front(entries)
         self._top = MAX_PRIORITY
         self._fresh_count += len(entries)
         self._ready_count += len(entries)

@@ -225,8 +225,8 @@ class QueuePolicy:
                 self._settle(oldest)
 
     def _oldest_ready(self) -> QueueEntry | None:
-        """The ready entry with the lowest seq: the first of some priority level, or a
-        parked one (few, normally: those no consumer with credit wanted)."""
+        """The ready entry with the lowest seq: the first of some priority level (each is in
+        seq order), or a parked one (few, normally: those no consumer with credit wanted)."""
         best: QueueEntry | None = None
         for level in self._ready:
             if level:
