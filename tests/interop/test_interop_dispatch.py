@@ -1,5 +1,6 @@
 """stomp.py against ``dovecote run``: selectors, exclusive consumers, consumer priority,
-message groups, queue browsers and message priority (issue #4, dispatch side).
+message groups (and ``JMSXGroupFirstForConsumer``), queue browsers and message priority
+(issue #4, dispatch side).
 
 Negative checks use a marker sent last on the same path (see test_interop_stomp_py.py).
 """
@@ -9,6 +10,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+
+import pytest
 
 TIMEOUT = 5.0
 
@@ -137,6 +140,33 @@ def test_message_groups_stick_and_close(stomp_peer, unique):
     owner, other = (a, b) if len(a.inbox.messages) == 7 else (b, a)
     assert owner.inbox.bodies() == [*[f"g{n}" for n in range(6)], "close"]
     assert other.inbox.bodies() == ["other"]
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.2"])
+def test_first_message_of_a_group_for_its_consumer_is_flagged(stomp_peer, unique, version):
+    queue = f"/queue/{unique}"
+    first = stomp_peer(version)
+    first.subscribe(queue, "a", ack="client-individual")
+    producer = stomp_peer()
+    for n in range(3):
+        producer.send(queue, f"g{n}", JMSXGroupID="orders-1")
+    received = first.inbox.wait_messages(3)
+    assert [m.headers.get("JMSXGroupFirstForConsumer") for m in received] == ["true", None, None]
+    second = stomp_peer(version)
+    second.subscribe(queue, "b")
+    first.close()  # nothing was acked: the group and its three messages move to second
+    second.inbox.wait_messages(3)
+    producer.send(queue, "close", JMSXGroupID="orders-1", JMSXGroupSeq="-1")
+    producer.send(queue, "again", JMSXGroupID="orders-1")
+    moved = second.inbox.wait_messages(5)
+    assert [(m.body, m.headers.get("JMSXGroupFirstForConsumer")) for m in moved] == [
+        ("g0", "true"),
+        ("g1", None),
+        ("g2", None),
+        ("close", None),
+        ("again", "true"),
+    ]
+    assert moved[0].headers["redelivered"] == "true"
 
 
 def test_browser_sees_messages_without_consuming_them(stomp_peer, unique):

@@ -14,7 +14,8 @@ empty ``destination`` and ``message-id``, and an empty body (ActiveMQ 5.6's form
 MESSAGE frames carry ``message-id``,
 ``destination``, ``subscription``, ``ack`` (1.2, unless auto), ``redelivered``,
 ``persistent``, ``priority``, ``expires``, ``timestamp`` and the sender's headers; a redelivery
-also carries ``JMSXDeliveryCount``, a dead letter ``original-destination``,
+also carries ``JMSXDeliveryCount``, the first message of a group its consumer gets since the
+group became its own ``JMSXGroupFirstForConsumer:true``, a dead letter ``original-destination``,
 ``dlqDeliveryFailureCause`` and ``JMSXDeliveryCount`` (docs/stomp.md). A SEND to a full
 ``reject-new`` queue gets an ERROR (with the ``receipt-id`` if it asked for a receipt).
 
@@ -189,6 +190,8 @@ class StompSession(LinkedSession):
             head += b"ack:%d-%d\n" % (sub.number, entry.seq)
         if entry.delivery_count > 1:
             head += b"redelivered:true\nJMSXDeliveryCount:%d\n" % entry.delivery_count
+        if entry.group_first:
+            head += b"JMSXGroupFirstForConsumer:true\n"
         message = entry.message
         if message.address.startswith(TEMP_PREFIX):
             # Temp destinations read differently for their creator: no shared encoding.

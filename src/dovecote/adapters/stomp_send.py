@@ -40,6 +40,7 @@ NOT_PASSED_THROUGH = frozenset(
         "ack",
         "redelivered",
         "timestamp",
+        "JMSXGroupFirstForConsumer",  # the broker's to set, per delivery (StompSession.deliver)
     }
 )
 

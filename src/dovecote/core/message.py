@@ -2,7 +2,8 @@
 
 A :class:`Message` is immutable and shared by every queue it is routed to (a topic with ten
 subscriptions holds one message, not ten). A :class:`QueueEntry` is a message's place in one
-queue: its sequence number there and how often it has been delivered.
+queue: its sequence number there, how often it has been delivered, and what its current
+delivery is (``group_first``): per-delivery facts live on the entry, never on the message.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Message:
 class QueueEntry:
     """A message held by one queue. ``seq`` is unique within the queue and orders FIFO."""
 
-    __slots__ = ("delivery_count", "message", "paged", "parked", "ready", "seq")
+    __slots__ = ("delivery_count", "group_first", "message", "paged", "parked", "ready", "seq")
 
     def __init__(self, message: Message, seq: int, delivery_count: int = 0) -> None:
         self.message = message
@@ -55,6 +56,11 @@ class QueueEntry:
         self.ready = True  # waiting in the queue (not with a consumer)
         self.paged = False  # its body is on disk only (``message.body`` is empty)
         self.parked = False  # ready, examined, and waiting for a consumer (see core.queue)
+        # This delivery gave the message's group (JMSXGroupID) to its consumer: the first of
+        # the group that consumer gets since it came to own it (ActiveMQ's
+        # JMSXGroupFirstForConsumer). Set on every delivery of a grouped message; never set
+        # for a message without a group.
+        self.group_first = False
 
     @property
     def redelivered(self) -> bool:

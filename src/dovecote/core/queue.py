@@ -563,10 +563,13 @@ class Queue(QueueView, QueuePolicy):
         self._ready_count -= 1
         entry.delivery_count += 1
         if group is not None:
+            # The group was not this consumer's until now (a closing message too: ActiveMQ's
+            # assignGroup flags it, JMSXGroupFirstForConsumer). Ungrouped entries never set it.
+            first = entry.group_first = self._groups.owner(group) is not consumer
             if is_group_end(entry.message.properties.get(GROUP_SEQ)):
                 self._groups.close(group)
                 self._to_front(self._parked.release_group(group))
-            elif self._groups.owner(group) is not consumer:
+            elif first:
                 evicted = self._groups.assign(group, consumer)
                 if evicted is not None:
                     self._to_front(self._parked.release_group(evicted))
