@@ -62,6 +62,7 @@ from dovecote.core.limits import MemoryBudget
 from dovecote.core.message import MAX_PRIORITY, Message, QueueEntry
 from dovecote.core.parking import Parking
 from dovecote.core.policy import AddressPolicy
+from dovecote.core.queue_paging import PAGE_EVERY, QueuePaging
 from dovecote.core.queue_policy import DeadLetterHook, QueuePolicy
 from dovecote.core.queue_view import QueueView, seq_of
 
@@ -72,15 +73,12 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_PREFETCH", "AckMode", "Consumer", "Queue", "consumer_queue"]
 
-_PAGE_SCAN_LIMIT = 10_000  # unwritten entries page_out may step over before giving up
-_PAGE_EVERY = 256  # adds between two paging passes (each pass steps over the unwritten tail)
-
 
 class _Stalled(Exception):
     """A paged body could not be read back: dispatch stops until something retries it."""
 
 
-class Queue(QueueView, QueuePolicy):
+class Queue(QueueView, QueuePolicy, QueuePaging):
     """Messages for competing consumers: an anycast queue or one topic subscription."""
 
     def __init__(
@@ -185,17 +183,9 @@ class Queue(QueueView, QueuePolicy):
         if (
             self._pageable
             and budget.is_paging()
-            and (self._adds_since_page >= _PAGE_EVERY or budget.is_exhausted())
+            and (self._adds_since_page >= PAGE_EVERY or budget.is_exhausted())
         ):
             self.page_out()
-
-    def _pageable_add(self, entry: QueueEntry) -> None:
-        pageable = self._pageable
-        pageable.append(entry)
-        if len(pageable) > 2 * self._ready_count + _PAGE_EVERY:
-            # Below the paging level nothing pops delivered entries off: drop them here
-            # (amortized), or the list would hold every message the queue ever had.
-            self._pageable = deque(e for e in pageable if e.ready and not e.paged)
 
     def drop_unselected(self) -> int:
         """Settle the ready messages this queue's selector does not match (a restored durable
@@ -581,30 +571,6 @@ class Queue(QueueView, QueuePolicy):
                 # Lets recovery mark it redelivered if the ack never became durable.
                 self._store.record_delivery(self.name, entry.seq, entry.delivery_count)
         consumer.sink.deliver(consumer, entry)
-
-    def page_out(self) -> int:
-        """Drop bodies already in the store from memory, newest first, while over the
-        paging level. Returns how many bodies left memory."""
-        self._adds_since_page = 0
-        pageable, store, budget = self._pageable, self._store, self._budget
-        not_yet: list[QueueEntry] = []  # newest records, still being written
-        written = False  # records are written in order: past one on disk, all older are too
-        paged = 0
-        while pageable and budget.is_paging() and len(not_yet) < _PAGE_SCAN_LIMIT:
-            entry = pageable.pop()
-            if not entry.ready or entry.paged:
-                continue  # delivered meanwhile: no longer ours to page
-            if not written and not store.is_on_disk(self.name, entry.seq):
-                not_yet.append(entry)
-                continue
-            written = True
-            size = len(entry.message.body)
-            entry.message = replace(entry.message, body=b"")
-            entry.paged = True
-            budget.page_out(size)
-            paged += 1
-        pageable.extend(reversed(not_yet))
-        return paged
 
     def _requeue(self, entries: list[QueueEntry]) -> None:
         for entry in entries:
