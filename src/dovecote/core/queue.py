@@ -36,7 +36,8 @@ Invariants:
   ``in_flight`` (so it blocks nothing behind it), then goes back to the front of its level.
   The policy half (holds, dead letters, expiry, bounds, last values) is
   :class:`~dovecote.core.queue_policy.QueuePolicy`; the read side (counts, browsing in
-  dispatch order) is :class:`~dovecote.core.queue_view.QueueView`.
+  dispatch order) is :class:`~dovecote.core.queue_view.QueueView`; which bodies leave memory
+  is :class:`~dovecote.core.queue_paging.QueuePaging`.
 - A topic subscription queue with a ``selector`` takes only the messages it matches; the others
   are not enqueued at all.
 """
