@@ -115,11 +115,79 @@ def test_composite_send_reaches_every_destination(stomp_peer, unique):
         assert message.headers["destination"] == destination
 
 
-def test_composite_subscribe_is_refused(stomp_peer, unique):
+@pytest.mark.parametrize("ack", ["auto", "client-individual"])
+def test_composite_subscribe_receives_from_every_destination(stomp_peer, unique, ack):
+    """One subscription over two queues and a topic (ActiveMQ's composite consumer): every
+    MESSAGE names the subscription and its own destination; ACKs and a NACK settle the right
+    part; UNSUBSCRIBE detaches every part."""
+    consumer = stomp_peer()
+    consumer.subscribe(f"/queue/{unique}.a,{unique}.b,topic://{unique}.t", "all", ack=ack)
+    producer = stomp_peer()
+    producer.send(f"/queue/{unique}.a", "to a")
+    producer.send(f"/queue/{unique}.b", "to b")
+    producer.send(f"/topic/{unique}.t", "to t")
+    got = consumer.inbox.wait_messages(3)
+    assert sorted((m.headers["destination"], m.body) for m in got) == [
+        (f"/queue/{unique}.a", "to a"),
+        (f"/queue/{unique}.b", "to b"),
+        (f"/topic/{unique}.t", "to t"),
+    ]
+    assert {m.headers["subscription"] for m in got} == {"all"}
+    if ack == "client-individual":
+        # Each part numbers its own deliveries: the ack ids differ though both seqs are 1.
+        assert len({m.headers["ack"] for m in got}) == 3
+        by_body = {m.body: m for m in got}
+        consumer.conn.ack(by_body["to a"].headers["ack"])
+        consumer.conn.ack(by_body["to t"].headers["ack"])
+        consumer.conn.nack(by_body["to b"].headers["ack"])
+        (again,) = consumer.inbox.wait_messages(4)[3:]
+        assert (again.body, again.headers["redelivered"]) == ("to b", "true")
+        consumer.conn.ack(again.headers["ack"])
+    receipt = consumer.receipt()
+    consumer.conn.unsubscribe("all", headers={"receipt": receipt})
+    consumer.inbox.wait_receipt(receipt)
+    producer.send(f"/queue/{unique}.a", "after")
+    other = stomp_peer()
+    other.subscribe(f"/queue/{unique}.a", "1")
+    (late,) = other.inbox.wait_messages(1)
+    assert late.body == "after"  # nothing left with the composite's consumer
+    assert len(consumer.inbox.messages) == (4 if ack == "client-individual" else 3)
+
+
+def test_composite_subscribe_acks_by_message_id_in_stomp_11(stomp_peer, unique):
+    """STOMP 1.1 names a delivery by message-id and subscription: the parts are searched."""
+    consumer = stomp_peer("1.1")
+    consumer.subscribe(f"/queue/{unique}.a,/queue/{unique}.b", "all", ack="client-individual")
+    producer = stomp_peer()
+    producer.send(f"/queue/{unique}.b", "to b")
+    (message,) = consumer.inbox.wait_messages(1)
+    consumer.conn.ack(message.headers["message-id"], "all")
+    receipt = consumer.receipt()
+    consumer.conn.disconnect(receipt=receipt)
+    consumer.inbox.wait_disconnected()
+    other = stomp_peer()
+    other.subscribe(f"/queue/{unique}.b", "1")
+    producer.send(f"/queue/{unique}.b", "next")
+    (after,) = other.inbox.wait_messages(1)
+    assert after.body == "next"  # "to b" was acknowledged, not redelivered
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        (
+            {"ack": "client"},
+            "ack:client is not supported on a composite destination; use client-individual or auto",
+        ),
+        ({"browser": "true"}, "a composite destination cannot be browsed or durable"),
+    ],
+)
+def test_composite_subscribe_refuses_what_it_cannot_honour(stomp_peer, unique, headers, reason):
     peer = stomp_peer()
-    peer.conn.subscribe(f"/queue/{unique}.a,/queue/{unique}.b", "1")
+    ack = headers.pop("ack", "auto")
+    peer.conn.subscribe(f"/queue/{unique}.a,/queue/{unique}.b", "1", ack=ack, headers=headers)
     peer.inbox.wait_disconnected()
-    assert _error_text(peer) == "Invalid request: composite destinations are supported on SEND only"
+    assert _error_text(peer) == f"Invalid request: {reason}"
 
 
 # --- temporary destinations: request/reply ----------------------------------------------------

@@ -10,7 +10,8 @@ SUBSCRIBE headers (``ack``, ``activemq.prefetchSize``, ``selector``, ``activemq.
 :mod:`dovecote.adapters.stomp_subscribe`. A browser subscription gets the queue's current
 messages (no ``ack`` header: nothing is consumed) and then a MESSAGE with ``browser:end``,
 empty ``destination`` and ``message-id``, and an empty body (ActiveMQ 5.6's form). SEND's
-``JMSXGroupID``/``JMSXGroupSeq`` pass through and drive message groups in the core.
+``JMSXGroupID``/``JMSXGroupSeq`` pass through and drive message groups in the core. A
+SUBSCRIBE ``destination`` may be composite too: one consumer per destination under one id.
 MESSAGE frames carry ``message-id``,
 ``destination``, ``subscription``, ``ack`` (1.2, unless auto), ``redelivered``,
 ``persistent``, ``priority``, ``expires``, ``timestamp`` and the sender's headers; a redelivery
@@ -43,7 +44,7 @@ from dovecote.adapters.stomp_subscribe import SubscribeOptions, subscribe_option
 from dovecote.core import advisory
 from dovecote.core.errors import CoreError, ErrorCode, InvalidRequest, NotFound
 from dovecote.core.message import Message, QueueEntry, RoutingType
-from dovecote.core.queue import Consumer, consumer_queue
+from dovecote.core.queue import AckMode, Consumer, consumer_queue
 from dovecote.core.router import Router
 from dovecote.core.tx import MAX_TRANSACTION_OPERATIONS, Transaction
 from dovecote.protocols._errors import ProtocolError
@@ -86,6 +87,7 @@ class StompSession(LinkedSession):
         "_browsing",
         "_by_number",
         "_client_id",
+        "_composites",
         "_connected",
         "_destinations",
         "_encoder",
@@ -108,7 +110,9 @@ class StompSession(LinkedSession):
     ) -> None:
         super().__init__(link, router, limits)
         self._encoder = encoder
+        # By id; a composite subscription's parts by "<id>\0<k>" (a NUL: no client's id).
         self._subscriptions: dict[str, Subscription] = {}
+        self._composites: dict[str, int] = {}  # composite subscription id -> its parts
         self._by_number: dict[int, Subscription] = {}
         self._next_number = 1
         self._transactions: dict[str, Transaction] = {}
@@ -149,6 +153,7 @@ class StompSession(LinkedSession):
             if sub.consumer is not None:
                 self._router.unsubscribe(sub.consumer)
         self._subscriptions.clear()
+        self._composites.clear()
         self._by_number.clear()
         self._browsing.clear()
         self._router.delete_owned(self._link.connection_id)
@@ -288,19 +293,66 @@ class StompSession(LinkedSession):
     def _on_subscribe(self, frame: Frame) -> None:
         headers = frame.headers
         destination_text = headers["destination"]
-        if "," in destination_text:
-            raise InvalidRequest("composite destinations are supported on SEND only")
         sub_id = headers.get("id", destination_text)  # STOMP 1.0 allows no id
-        if sub_id in self._subscriptions:
+        if sub_id in self._subscriptions or sub_id in self._composites:
             raise InvalidRequest(f"subscription id {sub_id!r} is already in use on this connection")
+        options = subscribe_options(headers)
+        if "," in destination_text:
+            self._subscribe_composite(frame, sub_id, destination_text, options)
+            return
         if len(self._subscriptions) >= self._max_subscriptions:
             raise InvalidRequest(f"more than {self._max_subscriptions} subscriptions")
-        options = subscribe_options(headers)
         destination = self._core_destination(destination_text)
         sub = Subscription(sub_id, self._next_number, destination_text, self._stomp.version)
         if options.browser:
             self._subscribe_browser(frame, sub, destination, options)
             return
+        if options.durable and destination.routing is RoutingType.MULTICAST:
+            if not self._client_id:
+                raise InvalidRequest("a durable subscription needs a client-id on CONNECT")
+            sub.durable_name = f"{self._client_id}.{options.durable}"
+        self._attach(sub_id, sub, destination, options)
+        self._receipt(frame, then=lambda: self._start(sub))
+
+    def _subscribe_composite(
+        self, frame: Frame, sub_id: str, text: str, options: SubscribeOptions
+    ) -> None:
+        """One subscription id over several destinations (ActiveMQ's composite consumer): a
+        consumer per destination, each registered under an internal key, every MESSAGE with
+        ``subscription:<id>``; acks name the part (its own number in the ``ack`` id)."""
+        if options.browser or options.durable:
+            raise InvalidRequest("a composite destination cannot be browsed or durable")
+        if options.ack_mode == AckMode.CLIENT:
+            # A cumulative ACK would have to settle the other parts' earlier deliveries too.
+            raise InvalidRequest(
+                "ack:client is not supported on a composite destination; "
+                "use client-individual or auto"
+            )
+        destinations = destinations_to_core(text, self._link.connection_id)
+        if len(self._subscriptions) + len(destinations) > self._max_subscriptions:
+            raise InvalidRequest(f"more than {self._max_subscriptions} subscriptions")
+        parts: list[Subscription] = []
+        try:
+            for destination in destinations:
+                sub = Subscription(sub_id, self._next_number, text, self._stomp.version)
+                self._attach(f"{sub_id}\0{len(parts)}", sub, destination, options)
+                parts.append(sub)
+        except CoreError:
+            for k in range(len(parts)):
+                self._detach(f"{sub_id}\0{k}")
+            raise
+        self._composites[sub_id] = len(parts)
+
+        def start() -> None:
+            for sub in parts:
+                self._start(sub)
+
+        self._receipt(frame, then=start)
+
+    def _attach(
+        self, key: str, sub: Subscription, destination: CoreDestination, options: SubscribeOptions
+    ) -> None:
+        """Register ``sub`` under ``key`` and attach its consumer (paused until started)."""
         consumer = Consumer(
             sub,
             self,
@@ -313,17 +365,13 @@ class StompSession(LinkedSession):
         # Attached paused: the RECEIPT goes out before the first MESSAGE (as ActiveMQ does).
         consumer.paused = True
         sub.consumer = consumer
-        if options.durable and destination.routing is RoutingType.MULTICAST:
-            if not self._client_id:
-                raise InvalidRequest("a durable subscription needs a client-id on CONNECT")
-            sub.durable_name = f"{self._client_id}.{options.durable}"
         # Registered before it is attached: attaching dispatches at once, and a full outbound
         # buffer must be able to pause this consumer in the middle of that.
         self._next_number += 1
-        self._subscriptions[sub_id] = sub
+        self._subscriptions[key] = sub
         self._by_number[sub.number] = sub
         info = self._advisory_fields("add")  # (the router sets the event)
-        info["consumerId"] = f"{sub_id}@{self._link.connection_id}"
+        info["consumerId"] = f"{sub.id}@{self._link.connection_id}"
         try:
             if destination.routing is RoutingType.ANYCAST:
                 owner = self._link.connection_id if destination.temporary else None
@@ -333,16 +381,23 @@ class StompSession(LinkedSession):
                     destination.address, consumer, durable_name=sub.durable_name, info=info
                 )
         except CoreError:
-            del self._subscriptions[sub_id]
+            del self._subscriptions[key]
             del self._by_number[sub.number]
             raise
 
-        def start() -> None:
-            sub.started = True
-            if not self._paused and consumer.queue is not None:
-                consumer.queue.resume(consumer)
+    def _detach(self, key: str) -> Subscription | None:
+        sub = self._subscriptions.pop(key, None)
+        if sub is not None:
+            del self._by_number[sub.number]
+            if sub.consumer is not None:
+                self._router.unsubscribe(sub.consumer)
+        return sub
 
-        self._receipt(frame, then=start)
+    def _start(self, sub: Subscription) -> None:
+        sub.started = True
+        consumer = sub.consumer
+        if not self._paused and consumer is not None and consumer.queue is not None:
+            consumer.queue.resume(consumer)
 
     def _subscribe_browser(
         self,
@@ -388,13 +443,12 @@ class StompSession(LinkedSession):
     def _on_unsubscribe(self, frame: Frame) -> None:
         headers = frame.headers
         sub_id = headers.get("id") or headers.get("destination", "")
-        sub = self._subscriptions.pop(sub_id, None)
-        if sub is None:
+        parts = self._composites.pop(sub_id, 0)
+        for k in range(parts):
+            self._detach(f"{sub_id}\0{k}")
+        if not parts and self._detach(sub_id) is None:
             raise NotFound(f"no subscription {sub_id[:100]!r} on this connection")
-        del self._by_number[sub.number]
         self._browsing.pop(sub_id, None)
-        if sub.consumer is not None:
-            self._router.unsubscribe(sub.consumer)
         durable = headers.get("activemq.subscriptionName") or headers.get(
             "durable-subscription-name"
         )
@@ -472,13 +526,13 @@ class StompSession(LinkedSession):
             raise NotFound(f"ACK/NACK of unknown id {ack_id[:100]!r}")
         message_id = headers.get("message-id") or ack_id or ""
         sub_id = headers.get("subscription")
-        candidates = (
-            [self._subscriptions[sub_id]]
-            if sub_id in self._subscriptions
-            else list(self._subscriptions.values())
-            if sub_id is None
-            else []
-        )
+        if sub_id is None:
+            candidates = list(self._subscriptions.values())
+        elif sub_id in self._composites:
+            parts = range(self._composites[sub_id])
+            candidates = [self._subscriptions[f"{sub_id}\0{k}"] for k in parts]
+        else:
+            candidates = [self._subscriptions[sub_id]] if sub_id in self._subscriptions else []
         for sub in candidates:
             if sub.consumer is not None:
                 found = sub.consumer.find_in_flight(message_id)
