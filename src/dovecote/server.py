@@ -7,10 +7,12 @@
 
 ``config`` may also be the path of a TOML config file (see docs/configuration.md).
 
-The core's timers (delayed redeliveries, the expiry reaper) run on the event loop through
-:class:`LoopWakeup`, one loop timer for the earliest deadline.
+All of the core's time-driven work (delayed redeliveries, the expiry reaper, scheduled
+delivery) is on the router's ``Timers``, which run on the event loop through
+:class:`LoopWakeup`: one loop timer, for the earliest deadline.
 
-Shutdown order: stop accepting, close connections with a deadline, then close the store.
+Shutdown order: stop the core's timers, stop accepting, close connections with a deadline,
+then close the store.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from dovecote.core.limits import MemoryBudget
 from dovecote.core.message import QueueEntry
 from dovecote.core.ports import Clock, Store
 from dovecote.core.router import Router
-from dovecote.core.scheduler import SCHEDULE_QUEUE, Scheduler
+from dovecote.core.scheduler import SCHEDULE_QUEUE
 from dovecote.core.timers import Timers
 from dovecote.store.journal import Journal
 from dovecote.store.memory import MemoryStore
@@ -61,14 +63,25 @@ FREEZE_AT = 10_000  # recovered messages from which the collector leaves them al
 
 
 class LoopWakeup:
-    """The core's Wakeup port on an asyncio loop: one loop timer, for the earliest deadline."""
+    """The core's Wakeup port on an asyncio loop: one loop timer, for the earliest deadline.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, timers: Timers, clock: SystemClock):
+    Each firing calls ``Timers.run_due`` once, then sets the loop timer again for what is left
+    (even if a callback raised; the loop's exception handler reports it). A timer that a
+    callback set due at once is left by that run and runs on a later loop turn
+    (``call_later(0)`` runs after the callbacks already ready, I/O polled in between): this is
+    how the scheduler fires a large backlog in slices without stalling the connections.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timers: Timers, clock: Clock) -> None:
         self._loop = loop
         self._timers = timers
         self._clock = clock
         self._handle: asyncio.TimerHandle | None = None
         self._due: int | None = None
+
+    @property
+    def is_armed(self) -> bool:
+        return self._handle is not None
 
     def wake_at(self, due_ms: int) -> None:
         if self._due is not None and self._due <= due_ms:
@@ -92,57 +105,6 @@ class LoopWakeup:
         if self._handle is not None:
             self._handle.cancel()
         self._handle = self._due = None
-
-
-class ScheduleTimer:
-    """Drives the core's scheduler on the event loop: one timer, at the earliest due time.
-
-    The core tells it of each new earliest time (``Scheduler.wake``); when the timer fires, it
-    fires what is due in slices of ``FIRE_SLICE`` messages, yielding to the loop between them
-    so that a million messages due at once never stall the connections.
-    """
-
-    FIRE_SLICE = 1000
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, scheduler: Scheduler, clock: Clock) -> None:
-        self._loop = loop
-        self._scheduler = scheduler
-        self._clock = clock
-        self._handle: asyncio.Handle | None = None
-        self._at: int | None = None
-        scheduler.wake = self.wake
-        due = scheduler.next_due()
-        if due is not None:
-            self.wake(due)
-
-    def wake(self, due_ms: int) -> None:
-        if self._at is not None and self._at <= due_ms:
-            return
-        if self._handle is not None:
-            self._handle.cancel()
-        self._at = due_ms
-        delay = max(0, due_ms - self._clock.now_ms()) / 1000
-        self._handle = self._loop.call_later(delay, self._fire)
-
-    def _fire(self) -> None:
-        self._handle = None
-        self._at = None
-        try:
-            self._scheduler.fire_due(self.FIRE_SLICE)
-        finally:
-            # Re-armed even if firing failed (it is logged by the loop): scheduling never stops.
-            due = self._scheduler.next_due()
-            if due is not None and due <= self._clock.now_ms():
-                self._at = due
-                self._handle = self._loop.call_soon(self._fire)
-            elif due is not None:
-                self.wake(due)
-
-    def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        self._scheduler.wake = None
 
 
 class Broker:
@@ -202,7 +164,6 @@ class Broker:
             for address in config.listen_addresses()
         ]
         self._started = False
-        self._schedule_timer: ScheduleTimer | None = None
 
     def _new_stomp_session(self, connection: Connection) -> StompSession:
         return StompSession(
@@ -242,8 +203,6 @@ class Broker:
         if self.config.data_dir is not None:
             self.config.data_dir.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
-        self._wakeup = LoopWakeup(loop, self.router.timers, self.clock)
-        self.router.timers.set_wakeup(self._wakeup)
         if self.journal is not None:
             began = time.monotonic()
             # Recovery makes a few objects per message and frees none: the cyclic collector
@@ -278,31 +237,28 @@ class Broker:
         except BaseException:
             for listener in started:
                 await listener.close()
-            self.router.timers.set_wakeup(None)  # (stop() will not run: never started)
-            self._wakeup.close()
             if self.journal is not None:
                 await self.journal.close()  # its writer thread would outlive the broker
             raise
         self._started = True
-        self._schedule_timer = ScheduleTimer(
-            asyncio.get_running_loop(), self.router.scheduler, self.clock
-        )
+        # The core's timers run from now on; those set before (restored schedules, expiring
+        # recovered messages) are armed at once.
+        self._wakeup = LoopWakeup(loop, self.router.timers, self.clock)
+        self.router.timers.set_wakeup(self._wakeup)
         log.info("broker %s started: %s", self.config.name, ", ".join(self.urls))
 
     async def stop(self) -> None:
         if not self._started:
             return
         self._started = False
-        if self._schedule_timer is not None:
-            self._schedule_timer.cancel()
-            self._schedule_timer = None
+        # Time-driven work stops first: nothing is fired into connections being closed.
+        self.router.timers.set_wakeup(None)
+        if self._wakeup is not None:
+            self._wakeup.close()
         for listener in self.listeners:
             listener.stop_accepting()
         for listener in self.listeners:
             await listener.close(timeout=self.config.shutdown_timeout)
-        self.router.timers.set_wakeup(None)
-        if self._wakeup is not None:
-            self._wakeup.close()
         if self.journal is not None:
             await self.journal.close()
         log.info("broker %s stopped", self.config.name)

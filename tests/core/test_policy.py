@@ -21,7 +21,6 @@ from dovecote.core.policy import (
 from dovecote.core.queue import AckMode, Consumer
 from dovecote.core.router import Router
 from dovecote.core.selector import compile_selector
-from dovecote.core.timers import Timers
 from dovecote.store.memory import MemoryStore
 
 T0 = 1_000_000
@@ -198,33 +197,6 @@ def test_most_specific_entry_wins_and_ties_go_to_the_first() -> None:
     assert PolicyMap().policy_for("x").max_redeliveries == 6
     with pytest.raises(ValueError, match="invalid address pattern"):
         PolicyMap(entries=(PolicyEntry("a.>.b", a),))
-
-
-# --- timers ------------------------------------------------------------------------------------
-
-
-def test_timers_run_in_order_once_and_not_when_cancelled() -> None:
-    clock = FakeClock()
-    timers = Timers(clock)
-    ran: list[str] = []
-    wakes: list[int] = []
-
-    class Wakeup:
-        def wake_at(self, due_ms: int) -> None:
-            wakes.append(due_ms)
-
-    timers.call_later(20, lambda: ran.append("b"))
-    timers.set_wakeup(Wakeup())
-    assert wakes == [T0 + 20]
-    timers.call_later(10, lambda: ran.append("a"))
-    timers.call_later(30, lambda: ran.append("never")).cancel()
-    assert wakes == [T0 + 20, T0 + 10]  # asked again only for an earlier deadline
-    clock.now += 19
-    assert timers.run_due() == 1
-    clock.now += 100
-    assert timers.run_due() == 1
-    assert ran == ["a", "b"]
-    assert timers.next_due() is None
 
 
 # --- redelivery --------------------------------------------------------------------------------

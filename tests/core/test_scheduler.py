@@ -12,7 +12,7 @@ from dovecote.core.errors import InvalidRequest, StoreUnavailable
 from dovecote.core.message import Message, QueueEntry, RoutingType
 from dovecote.core.queue import Consumer
 from dovecote.core.router import Router
-from dovecote.core.scheduler import JOB_ID, SCHEDULE_QUEUE, schedule_of
+from dovecote.core.scheduler import FIRE_SLICE, JOB_ID, SCHEDULE_QUEUE, schedule_of
 from dovecote.store.memory import MemoryStore
 
 
@@ -78,14 +78,25 @@ class JournalLikeStore(MemoryStore):
 START = ms("2030-01-01T10:00:00")
 
 
+class Wakeup:
+    """The Wakeup port, recording each time it is asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def wake_at(self, due_ms: int) -> None:
+        self.asked.append(due_ms)
+
+
 class Harness:
     def __init__(self, store: JournalLikeStore | None = None, hold_limit: int = 10_000) -> None:
         self.clock = FakeClock(START)
         self.store = store or JournalLikeStore()
         self.router = Router(self.store, self.clock, schedule_hold_limit=hold_limit)
         self.sink = Sink()
-        self.woken: list[int] = []
-        self.router.scheduler.wake = self.woken.append
+        self.wakeup = Wakeup()
+        self.woken = self.wakeup.asked
+        self.router.timers.set_wakeup(self.wakeup)
         self.router.consume_queue("jobs", Consumer("c", self.sink))
 
     def send(self, body: bytes, *, persistent: bool = True, **properties: str) -> int:
@@ -100,9 +111,10 @@ class Harness:
         return self.router.send(message)
 
     def at(self, when: int) -> list[bytes]:
-        """Move the clock to ``when``, fire what is due; the bodies delivered so far."""
+        """Move the clock to ``when`` and run the due timers as the server's driver does
+        (again while a run leaves one due); the bodies delivered so far."""
         self.clock.now = when
-        while self.router.scheduler.fire_due(1000):
+        while self.router.timers.run_due():
             pass
         return self.sink.bodies()
 
@@ -239,6 +251,68 @@ def test_messages_fire_in_due_order_and_wake_only_for_an_earlier_time() -> None:
         h.send(str(delay).encode(), AMQ_SCHEDULED_DELAY=str(delay))
     assert h.woken == [START + 300, START + 100]
     assert h.at(START + 1000) == [b"100", b"100", b"200", b"300"]
+
+
+def test_a_backlog_fires_in_slices_each_run_leaving_the_next_to_the_driver() -> None:
+    """2,500 due at once: one slice of at most FIRE_SLICE per timer callback, the timer set
+    again for now, which Timers leaves to its next run (the server's next loop turn)."""
+    h = Harness()
+    for n in range(2500):
+        h.send(b"%d" % n, persistent=False, AMQ_SCHEDULED_DELAY="10")
+    h.clock.now = START + 10
+    delivered = []
+    for _ in range(3):
+        assert h.router.timers.run_due() == 1  # one scheduler timer callback per run
+        delivered.append(len(h.sink.messages))
+        if len(h.router.scheduler):
+            assert h.router.timers.next_due() == START + 10  # due now: the driver comes back
+            assert h.woken[-1] <= h.clock.now
+    assert delivered == [FIRE_SLICE, 2 * FIRE_SLICE, 2500]
+    assert h.router.timers.run_due() == 0
+    assert h.router.timers.next_due() is None
+    assert h.sink.bodies() == [b"%d" % n for n in range(2500)]
+
+
+def test_one_timer_however_many_are_scheduled() -> None:
+    h = Harness()
+    for n in range(10_000):
+        h.send(b"%d" % n, persistent=False, AMQ_SCHEDULED_DELAY=str(1000 + n % 7))
+    assert len(h.router.timers) == 1  # no timer per message
+    assert h.woken == [START + 1000]
+    # Ever earlier messages: the timer moves (cancelled, set again), the heap stays small.
+    for n in range(10_000):
+        h.send(b"early", persistent=False, AMQ_SCHEDULED_DELAY=str(999 - n // 11))
+        assert len(h.router.timers) <= 70
+    in_due_order = sorted(range(10_000), key=lambda n: (n % 7, n))
+    assert h.at(START + 2000)[-10_000:] == [b"%d" % n for n in in_due_order]
+    assert len(h.sink.messages) == 20_000
+    assert h.router.timers.next_due() is None
+
+
+class FailingAckStore(JournalLikeStore):
+    """Fails the first ack of a scheduled record (an I/O error the scheduler does not expect)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    def record_ack(self, queue: str, seq: int) -> None:
+        if queue == SCHEDULE_QUEUE and self.failures:
+            self.failures -= 1
+            raise RuntimeError("boom")
+        super().record_ack(queue, seq)
+
+
+def test_the_timer_is_set_again_after_a_firing_raises() -> None:
+    h = Harness(FailingAckStore())
+    h.send(b"a", AMQ_SCHEDULED_DELAY="10")
+    h.send(b"b", AMQ_SCHEDULED_DELAY="20")
+    h.clock.now = START + 10
+    with pytest.raises(RuntimeError, match="boom"):
+        h.router.timers.run_due()
+    assert h.store.calls[-1] == ("end",)  # the atomic group was closed all the same
+    assert h.router.timers.next_due() == START + 20
+    assert h.at(START + 20) == [b"a", b"b"]
 
 
 def test_delay_period_repeat() -> None:

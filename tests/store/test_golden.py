@@ -26,6 +26,7 @@ NAMES = [
     "bad-checksum",
     "unsupported-version",
     "uncommitted-group",
+    "committed-group",
 ]
 SEGMENT = "segment-00000001.log"
 
@@ -54,8 +55,13 @@ SECOND = Message(
     1_700_000_000_001,
 )
 
+THIRD = Message(
+    "ID:golden-3", "orders", RoutingType.ANYCAST, b"", {}, True, 0, 0, 1_700_000_000_002
+)
+
 # Record offsets in the fixtures: header 16 octets, QUEUE_CREATED orders 28, MESSAGE_ADDED
-# orders#1 89, MESSAGE_ACKED 25, MESSAGE_ADDED orders#2 116, ATOMIC_BEGIN 17, orders#3 67.
+# orders#1 89, MESSAGE_ACKED 25, MESSAGE_ADDED orders#2 116, ATOMIC_BEGIN 17, orders#3 67,
+# ATOMIC_COMMIT 17.
 SIZES = {
     "empty": 16,
     "three-records": 303,
@@ -63,6 +69,7 @@ SIZES = {
     "bad-checksum": 249,
     "unsupported-version": 133,
     "uncommitted-group": 333,
+    "committed-group": 350,
 }
 
 
@@ -206,6 +213,23 @@ def test_uncommitted_group_is_discarded_and_cut_off(tmp_path: Path) -> None:
     assert (directory / SEGMENT).stat().st_size == 133
 
 
+def test_committed_group_is_applied_whole(tmp_path: Path) -> None:
+    directory = _copy("committed-group", tmp_path)
+    state = recover(directory)
+    assert _messages(state, "orders") == {
+        1: (FIRST, 0, 1, 44),
+        2: (SECOND, 0, 1, 150),
+        3: (THIRD, 0, 1, 266),
+    }
+    assert state.report.records == 6
+    assert state.report.problems == []
+    assert state.report.discarded_groups == 0
+    assert state.segment_sizes == {1: 350}
+    assert (directory / SEGMENT).read_bytes() == (
+        FIXTURES / "committed-group" / "journal" / SEGMENT
+    ).read_bytes()
+
+
 def test_records_appended_after_an_uncommitted_group_survive_the_next_restart(
     tmp_path: Path,
 ) -> None:
@@ -264,8 +288,18 @@ CHECK_VERDICTS = {
             "(this build reads version 1)"
         ],
     ),
-    # check verifies framing and checksums only: a group without its commit is well formed.
-    "uncommitted-group": (1, 5, 333, []),
+    # Every record is well formed, but recovery will discard the open group.
+    "uncommitted-group": (
+        1,
+        5,
+        333,
+        [
+            "segment 1 offset 133: the journal ends inside an atomic group (ATOMIC_BEGIN, no "
+            "ATOMIC_COMMIT) of 2 records; recovery will discard them and cut the journal off "
+            "at this offset"
+        ],
+    ),
+    "committed-group": (1, 6, 350, []),
 }
 
 

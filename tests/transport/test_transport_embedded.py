@@ -6,6 +6,7 @@ pytest-asyncio is not used: each test runs its coroutine with ``asyncio.run``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import threading
 from pathlib import Path
@@ -13,6 +14,12 @@ from pathlib import Path
 import pytest
 
 import dovecote
+from dovecote.core.message import Message, QueueEntry, RoutingType
+from dovecote.core.queue import Consumer
+from dovecote.core.router import Router
+from dovecote.core.scheduler import FIRE_SLICE, SCHEDULE_QUEUE
+from dovecote.server import LoopWakeup
+from dovecote.store.memory import MemoryStore
 
 TIMEOUT = 5.0
 
@@ -104,7 +111,8 @@ def test_two_listeners_share_one_broker():
 
 
 def test_embedded_broker_fires_scheduled_messages_and_restores_them(tmp_path):
-    """The server's schedule timer: an earlier due time re-arms it, a restart restores it."""
+    """The scheduler's timer on the loop: an earlier due time re-arms it; a restart restores
+    the persistent schedules and arms them (one falls due after the restart and is delivered)."""
 
     async def main() -> None:
         data = tmp_path / "data"
@@ -124,13 +132,25 @@ def test_embedded_broker_fires_scheduled_messages_and_restores_them(tmp_path):
                 b"receipt:p\n\nafter restart\0"
             )
             assert await read_frame(reader) == b"RECEIPT\nreceipt-id:p\n\n\0"
+            client.write(b"UNSUBSCRIBE\nid:0\nreceipt:u\n\n\0")
+            assert await read_frame(reader) == b"RECEIPT\nreceipt-id:u\n\n\0"
+            client.write(
+                b"SEND\ndestination:/queue/timed\npersistent:true\nAMQ_SCHEDULED_DELAY:300\n"
+                b"receipt:q\n\nsoon after restart\0"
+            )
+            assert await read_frame(reader) == b"RECEIPT\nreceipt-id:q\n\n\0"
             await close(client)
         async with dovecote.Broker(listen=["stomp://127.0.0.1:0"], data_dir=data) as broker:
+            reader, client = await connect(broker)
+            client.write(b"SUBSCRIBE\nid:0\ndestination:/queue/timed\n\n\0")
+            assert (await read_frame(reader)).endswith(b"\n\nsoon after restart\0")
             scheduler = broker.router.scheduler
             assert len(scheduler) == 1
             due = scheduler.next_due()
             assert due is not None
             assert due - broker.clock.now_ms() > 50_000
+            assert broker.router.timers.next_due() == due  # armed
+            await close(client)
 
     asyncio.run(main())
 
@@ -149,40 +169,138 @@ def test_a_broker_that_fails_to_start_leaves_no_loop_timer_behind():
     asyncio.run(main())
 
 
-def test_the_schedule_timer_keeps_going_after_a_firing_fails() -> None:
-    """A firing that raises is logged by the loop, and the timer is armed again: scheduled
+class FakeClock:
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def now_ms(self) -> int:
+        return self.now
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    def deliver(self, consumer: Consumer, entry: QueueEntry) -> None:
+        self.bodies.append(entry.message.body)
+
+
+class FailingAckStore(MemoryStore):
+    """Fails the first ack of a scheduled record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    def record_ack(self, queue: str, seq: int) -> None:
+        if queue == SCHEDULE_QUEUE and self.failures:
+            self.failures -= 1
+            raise RuntimeError("boom")
+        super().record_ack(queue, seq)
+
+
+def scheduled(router: Router, body: bytes, delay_ms: int, *, persistent: bool) -> None:
+    router.send(
+        Message(
+            router.new_message_id(),
+            "timed",
+            RoutingType.ANYCAST,
+            body,
+            {"AMQ_SCHEDULED_DELAY": str(delay_ms)},
+            persistent=persistent,
+        )
+    )
+
+
+def test_the_loop_driver_keeps_the_scheduler_going_after_a_firing_fails() -> None:
+    """A firing that raises is reported by the loop, and the timer is armed again: scheduled
     delivery never stops for good."""
-    from dovecote.server import ScheduleTimer, SystemClock
+    T0 = 1_000_000
 
-    class FlakyScheduler:
-        wake = None
-
-        def __init__(self) -> None:
-            self.calls = 0
-            self.due: list[int] = [0]  # due long ago
-
-        def next_due(self) -> int | None:
-            return self.due[0] if self.due else None
-
-        def fire_due(self, limit: int) -> None:
-            self.calls += 1
-            if self.calls == 1:
-                raise RuntimeError("boom")
-            self.due.clear()
-
-    async def main() -> int:
+    async def main() -> tuple[list[object], list[bytes], bool]:
         loop = asyncio.get_running_loop()
-        loop.set_exception_handler(lambda loop, context: None)
-        scheduler = FlakyScheduler()
-        timer = ScheduleTimer(loop, scheduler, SystemClock())  # type: ignore[arg-type]
+        errors: list[object] = []
+        loop.set_exception_handler(lambda loop, context: errors.append(context["exception"]))
+        clock = FakeClock(T0)
+        router = Router(FailingAckStore(), clock)
+        sink = Sink()
+        router.consume_queue("timed", Consumer("c", sink))
+        scheduled(router, b"a", 10, persistent=True)
+        scheduled(router, b"b", 10, persistent=True)
+        clock.now += 10
+        wakeup = LoopWakeup(loop, router.timers, clock)
+        router.timers.set_wakeup(wakeup)
         for _ in range(100):
-            await asyncio.sleep(0.01)
-            if scheduler.calls >= 2:
+            await asyncio.sleep(0)
+            if len(sink.bodies) == 2:
                 break
-        timer.cancel()
-        return scheduler.calls
+        return errors, sink.bodies, wakeup.is_armed
 
-    assert asyncio.run(main()) == 2
+    errors, bodies, armed = asyncio.run(main())
+    assert [str(e) for e in errors] == ["boom"]
+    assert bodies == [b"a", b"b"]
+    assert not armed  # nothing left to wait for
+
+
+@pytest.mark.parametrize("runner", ["asyncio", "uvloop"])
+def test_a_scheduled_backlog_fires_in_slices_with_loop_turns_between(runner: str) -> None:
+    """2,500 messages due at once fire FIRE_SLICE per loop turn: the connections (here a
+    callback run once per turn) are served between the slices."""
+    T0 = 1_000_000
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        clock = FakeClock(T0)
+        router = Router(MemoryStore(), clock)
+        sink = Sink()
+        router.consume_queue("timed", Consumer("c", sink))
+        for n in range(2500):
+            scheduled(router, b"%d" % n, 10, persistent=False)
+        clock.now += 10
+        seen: list[int] = []  # messages delivered, sampled once per loop turn
+
+        def turn() -> None:
+            seen.append(len(sink.bodies))
+            if len(sink.bodies) < 2500 and len(seen) < 1000:
+                loop.call_soon(turn)
+
+        loop.call_soon(turn)
+        router.timers.set_wakeup(LoopWakeup(loop, router.timers, clock))
+        for _ in range(1000):
+            await asyncio.sleep(0)
+            if len(sink.bodies) == 2500:
+                break
+        await asyncio.sleep(0)
+        return seen
+
+    run = asyncio.run if runner == "asyncio" else pytest.importorskip("uvloop").run
+    seen = run(main())
+    assert seen[-1] == 2500
+    assert {FIRE_SLICE, 2 * FIRE_SLICE} <= set(seen)
+    assert max(b - a for a, b in itertools.pairwise(seen)) <= FIRE_SLICE
+
+
+def test_broker_stop_leaves_no_timer_armed() -> None:
+    async def main() -> None:
+        broker = dovecote.Broker(listen=["stomp://127.0.0.1:0"])
+        await broker.start()
+        try:
+            reader, client = await connect(broker)
+            client.write(
+                b"SEND\ndestination:/queue/timed\nAMQ_SCHEDULED_DELAY:50\nreceipt:p\n\nlate\0"
+            )
+            assert await read_frame(reader) == b"RECEIPT\nreceipt-id:p\n\n\0"
+            assert broker._wakeup is not None
+            assert broker._wakeup.is_armed
+            await close(client)
+        finally:
+            await broker.stop()
+        assert not broker._wakeup.is_armed
+        await asyncio.sleep(0.1)
+        assert broker.router.scheduler.fired == 0
+        assert len(broker.router.scheduler) == 1
+
+    asyncio.run(main())
 
 
 def test_a_broker_that_fails_to_start_closes_its_journal(tmp_path: Path) -> None:

@@ -30,6 +30,8 @@ class Wakeup(Protocol):
         """Call ``Timers.run_due`` once the clock reaches ``due_ms`` (epoch milliseconds).
 
         Each call names the earliest pending deadline; an earlier one supersedes a later one.
+        ``run_due`` leaves the timers its callbacks set to the next run (and asks for them):
+        a driver that runs it again at once still lets other work in between.
         """
         ...
 

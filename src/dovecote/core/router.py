@@ -28,8 +28,9 @@ drops the messages, enqueued meanwhile, that the selector does not match.
 Also routed here (issue #4):
 - Virtual topics (:mod:`dovecote.core.virtual_topics`): a queue named
   ``Consumer.<name>.VirtualTopic.<rest>`` is also bound to topic ``VirtualTopic.<rest>``.
-- Scheduled delivery (:mod:`dovecote.core.scheduler`) and duplicate detection
-  (:mod:`dovecote.core.dedup`), both keyed on message properties.
+- Scheduled delivery (:mod:`dovecote.core.scheduler`, its one timer on
+  :attr:`Router.timers`) and duplicate detection (:mod:`dovecote.core.dedup`), both keyed
+  on message properties.
 - Composite sends (:meth:`Router.send_all`): one message to several addresses, atomically.
 - Advisory messages (:mod:`dovecote.core.advisory`) through :meth:`Router.advise`.
 """
@@ -122,6 +123,7 @@ class Router:
         self.dedup = DuplicateCache(store, duplicate_cache_size)
         self.scheduler = Scheduler(
             store,
+            timers=self.timers,
             route=self._fire,
             now_ms=clock.now_ms,
             new_id=self.new_message_id,

@@ -26,9 +26,12 @@ Invariants:
   the current run) in ``_dovecote.*`` properties. Firing it routes a copy and acknowledges
   (or, for a repeat, replaces) that record in one atomic group: after a crash it has fired
   exactly once or not yet, and a repeat carries on from where it was.
-- The core reads no clock of its own and sets no timer: :meth:`Scheduler.fire_due` fires what
-  is due at ``now_ms()``; whoever drives the loop asks :meth:`next_due` and is told of an
-  earlier due time through the ``wake`` callback.
+- Time comes from the router's :class:`~dovecote.core.timers.Timers` (whose driver is the
+  server's one loop timer): the scheduler keeps exactly one timer, at its earliest due time,
+  cancelled and set again only when an earlier one appears (not once per message). When it
+  fires, at most :data:`FIRE_SLICE` messages fire; if more are due, the timer is set again
+  for now, which ``Timers.run_due`` leaves to its next run, so the event loop serves the
+  connections between slices. The timer is set again even when a firing raises.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from dovecote.core.message import Message
 
 if TYPE_CHECKING:
     from dovecote.core.ports import Store
+    from dovecote.core.timers import TimerHandle, Timers
 
 SCHEDULE_QUEUE = "$dovecote.scheduled"  # the internal queue persistent schedules live in
 DELAY = "AMQ_SCHEDULED_DELAY"
@@ -60,6 +64,7 @@ _BASE = "_dovecote.cron-base"
 _TEMPORARY = "_dovecote.temporary"  # scheduled to a temporary queue (gone: dropped at firing)
 _STATE = frozenset({_DUE, _LEFT, _BASE, _TEMPORARY})
 DEFAULT_HOLD_LIMIT = 10_000
+FIRE_SLICE = 1000  # messages fired per timer callback, the loop serving connections between
 _RETRY_MS = 1000  # a body that cannot be read back is retried this much later
 _MAX_MS = 10 * 365 * 24 * 3600 * 1000  # delays and periods past ten years are refused
 _SEQ_BITS = 40
@@ -134,6 +139,7 @@ class Scheduler:
         self,
         store: Store,
         *,
+        timers: Timers,
         route: Callable[[Message, bool], object],
         now_ms: Callable[[], int],
         new_id: Callable[[], str],
@@ -148,7 +154,8 @@ class Scheduler:
         self._budget = budget
         self._atomic = atomic  # atomic(True) begins a group, atomic(False) ends it
         self.hold_limit = hold_limit
-        self.wake: Callable[[int], None] | None = None  # told of each new earliest due time
+        self._timers = timers
+        self._timer: TimerHandle | None = None  # the one timer, at (or before) next_due()
         # due << _SEQ_BITS | seq, one int per message (a tuple would cost three objects).
         self._heap: list[int] = []
         self._held: dict[int, Message] = {}  # seq -> message, for those in memory
@@ -207,8 +214,28 @@ class Scheduler:
             raise InvalidRequest("the scheduler ran out of sequence numbers; restart the broker")
         earliest = self.next_due()
         heapq.heappush(self._heap, due << _SEQ_BITS | seq)
-        if self.wake is not None and (earliest is None or due < earliest):
-            self.wake(due)
+        if earliest is None or due < earliest:
+            self._arm(due)
+
+    def _arm(self, due: int) -> None:
+        """Have the timer go off at ``due`` unless it already goes off no later."""
+        timer = self._timer
+        if timer is not None:
+            if timer.due <= due:
+                return
+            timer.cancel()
+        self._timer = self._timers.call_at(due, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        try:
+            self.fire_due(FIRE_SLICE)
+        finally:
+            # Set again even if firing raised (the driver reports it): scheduled delivery
+            # never stops for good. If more are due now, Timers runs this on its next run.
+            due = self.next_due()
+            if due is not None:
+                self._arm(due)
 
     def _hold(self, seq: int, message: Message, *, persistent: bool) -> None:
         self._held[seq] = message
@@ -241,8 +268,10 @@ class Scheduler:
 
     # --- firing -------------------------------------------------------------------------------
 
-    def fire_due(self, limit: int = 1000) -> int:
-        """Route up to ``limit`` messages whose time has come; returns how many fired."""
+    def fire_due(self, limit: int = FIRE_SLICE) -> int:
+        """Route up to ``limit`` messages whose time has come; returns how many fired.
+
+        The scheduler's timer calls it; the timer is not moved by a direct call."""
         now = self._now_ms()
         heap = self._heap
         fired = 0

@@ -1,6 +1,12 @@
 """Read-only views of a journal directory: ``dovecote store check`` and ``store dump``.
 
 Neither changes anything on disk (recovery, at broker start, is what truncates).
+
+Besides each record's framing and checksum, both report a journal that ends inside an atomic
+group (an ATOMIC_BEGIN whose ATOMIC_COMMIT was never written): every record is well formed,
+but recovery will discard the group and cut the journal off at its ATOMIC_BEGIN. Groups are
+followed as recovery follows them (:class:`_OpenGroup`): up to the first other problem, where
+recovery stops reading.
 """
 
 from __future__ import annotations
@@ -45,25 +51,68 @@ def journal_directory(path: Path) -> Path:
 
 
 def check(directory: Path) -> CheckResult:
-    """Verify every segment header and record checksum; report each problem found."""
+    """Verify every segment header and record checksum, and that the journal does not end
+    inside an atomic group; report each problem found."""
     result = CheckResult()
+    group = _OpenGroup()
     for segment_id, offset, item in _walk(journal_directory(directory), result):
+        group.follow(item, segment_id, offset)
         if isinstance(item, str):
             result.problems.append(f"segment {segment_id} offset {offset}: {item}")
         else:
             result.records += 1
+    if group.start is not None:
+        segment_id, offset = group.start
+        result.problems.append(f"segment {segment_id} offset {offset}: {group.describe()}")
     return result
 
 
 def dump(directory: Path) -> Iterator[str]:
     """One human-readable line per record, then any problems."""
     result = CheckResult()
+    group = _OpenGroup()
     for segment_id, offset, item in _walk(journal_directory(directory), result):
+        group.follow(item, segment_id, offset)
         if isinstance(item, str):
             yield f"{segment_id:08d}:{offset:<10d} !! {item}"
         else:
             kind, payload = item
             yield f"{segment_id:08d}:{offset:<10d} {describe(kind, payload)}"
+    if group.start is not None:
+        segment_id, offset = group.start
+        yield f"{segment_id:08d}:{offset:<10d} !! {group.describe()}"
+
+
+@dataclass(slots=True)
+class _OpenGroup:
+    """The atomic group open at the end of the journal, if any, as recovery sees it
+    (``recovery._Replayer.feed``): an ATOMIC_BEGIN opens one (a new one replaces it), an
+    ATOMIC_COMMIT closes it; recovery reads no further than the first problem, nor does this."""
+
+    start: tuple[int, int] | None = None  # (segment, offset) of its ATOMIC_BEGIN
+    records: int = 0  # records after its ATOMIC_BEGIN
+    stopped: bool = False
+
+    def follow(self, item: str | tuple[RecordType, bytes], segment_id: int, offset: int) -> None:
+        if self.stopped:
+            return
+        if isinstance(item, str):
+            self.stopped = True
+        elif item[0] is RecordType.ATOMIC_BEGIN:
+            self.start = (segment_id, offset)
+            self.records = 0
+        elif item[0] is RecordType.ATOMIC_COMMIT:
+            self.start = None
+        elif self.start is not None:
+            self.records += 1
+
+    def describe(self) -> str:
+        plural = "" if self.records == 1 else "s"
+        return (
+            f"the journal ends inside an atomic group (ATOMIC_BEGIN, no ATOMIC_COMMIT) of "
+            f"{self.records} record{plural}; recovery will discard them and cut the journal "
+            "off at this offset"
+        )
 
 
 def describe(kind: RecordType, payload: bytes) -> str:
