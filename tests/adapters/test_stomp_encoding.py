@@ -73,3 +73,17 @@ def test_a_temporary_destination_tail_is_never_cached() -> None:
     encoder.tail(message, "1.2", "conn-1", cache=False)
     encoder.tail(message, "1.2", "conn-1", cache=False)
     assert encoder.built == 2
+
+
+def test_a_queue_message_is_remembered_only_as_the_last_one() -> None:
+    """A queue's message goes to one consumer: only the last tail is kept (a redelivery right
+    after reuses it); the multi-message cache is for topics."""
+    encoder = CountingEncoder()
+    queued = Message("ID:q:1", "orders", RoutingType.ANYCAST, b"x", {}, False, 4)
+    encoder.tail(queued, "1.2")
+    encoder.tail(queued, "1.2")
+    assert encoder.built == 1
+    assert not encoder._tails
+    encoder.tail(_message(2), "1.2")
+    encoder.tail(queued, "1.2")
+    assert encoder.built == 3

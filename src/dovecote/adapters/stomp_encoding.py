@@ -9,6 +9,8 @@ page per call while its connection is writable. The end is ActiveMQ's: a MESSAGE
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from dovecote.adapters.stomp_mapping import destination_from_core, properties_from_core
 from dovecote.core.message import Message, RoutingType
 from dovecote.core.policy import ORIGINAL_DESTINATION
@@ -40,17 +42,23 @@ class Subscription:
 class MessageEncoder:
     """Encodes the part of a MESSAGE frame shared by every subscriber of one message.
 
-    It remembers the tails it encoded lately (``TAIL_CACHE_BYTES`` of them, oldest forgotten
-    first), so a topic fan-out encodes headers and body once, not once per subscription, even
-    when a backed-up subscriber is sent its backlog in one go after the others (the last tail
-    alone was then of no use). An entry keeps its message, so that an id is never taken for a
-    later message's. One encoder serves every session of a broker.
+    It remembers the last tail, and the tails of topic messages it encoded lately
+    (``TAIL_CACHE_BYTES`` of them, oldest forgotten first), so a topic fan-out encodes headers
+    and body once, not once per subscription, even when a backed-up subscriber is sent its
+    backlog in one go after the others (the last tail alone was then of no use). A queue's
+    message goes to one consumer: caching it would only cost. An entry keeps its message, so
+    that an id is never taken for a later message's. One encoder serves every session of a
+    broker.
     """
 
-    __slots__ = ("_cached_bytes", "_destinations", "_tails")
+    __slots__ = ("_cached_bytes", "_destinations", "_last", "_last_tail", "_last_version", "_tails")
 
     def __init__(self) -> None:
-        self._tails: dict[int, tuple[Message, str, bytes]] = {}  # id(message) -> its tail
+        self._last: Message | None = None
+        self._last_version = ""
+        self._last_tail = b""
+        # id(message) -> (message, version, tail), oldest first
+        self._tails: OrderedDict[int, tuple[Message, str, bytes]] = OrderedDict()
         self._cached_bytes = 0
         self._destinations: dict[tuple[str, bool, str, str], str] = {}
 
@@ -69,9 +77,12 @@ class MessageEncoder:
         self, message: Message, version: str, connection_id: str = "", *, cache: bool = True
     ) -> bytes:
         if cache:
-            hit = self._tails.get(id(message))
-            if hit is not None and hit[0] is message and hit[1] == version:
-                return hit[2]
+            if message is self._last and version == self._last_version:
+                return self._last_tail
+            if message.routing is RoutingType.MULTICAST:
+                hit = self._tails.get(id(message))
+                if hit is not None and hit[0] is message and hit[1] == version:
+                    return hit[2]
         lines = [
             f"message-id:{escape(message.message_id, version)}\n"
             f"{self._destination_line(message, version, connection_id)}"
@@ -88,7 +99,9 @@ class MessageEncoder:
         lines.append(f"content-length:{len(message.body)}\n\n")
         tail = b"".join(("".join(lines).encode(), message.body, b"\0"))
         if cache:
-            self._remember(message, version, tail)
+            self._last, self._last_version, self._last_tail = message, version, tail
+            if message.routing is RoutingType.MULTICAST:
+                self._remember(message, version, tail)
         return tail
 
     def _remember(self, message: Message, version: str, tail: bytes) -> None:
@@ -97,8 +110,7 @@ class MessageEncoder:
         if gone is not None:
             self._cached_bytes -= len(gone[2])
         while tails and self._cached_bytes + len(tail) > TAIL_CACHE_BYTES:
-            oldest = next(iter(tails))
-            self._cached_bytes -= len(tails.pop(oldest)[2])
+            self._cached_bytes -= len(tails.popitem(last=False)[1][2])
         tails[id(message)] = (message, version, tail)
         self._cached_bytes += len(tail)
 
