@@ -45,10 +45,16 @@ NOT_PASSED_THROUGH = frozenset(
 )
 
 
+_PRIORITIES = {str(n): n for n in range(MAX_PRIORITY + 1)}  # the values senders use
+
+
 def priority_of(value: str | None) -> int:
     """The ``priority`` header as a dispatch priority: absent is 4, clamped to 0-9."""
     if value is None:
         return 4
+    known = _PRIORITIES.get(value)
+    if known is not None:
+        return known
     try:
         return min(MAX_PRIORITY, max(0, int(value)))
     except ValueError:
