@@ -22,16 +22,9 @@ from dovecote.core.queue import AckMode, Consumer
 from dovecote.core.router import Router
 from dovecote.core.selector import compile_selector
 from dovecote.store.memory import MemoryStore
+from fake_clock import FakeClock
 
 T0 = 1_000_000
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def now_ms(self) -> int:
-        return self.now
 
 
 class Sink:

@@ -11,14 +11,7 @@ from dovecote.core.limits import ENTRY_OVERHEAD, MemoryBudget
 from dovecote.core.message import Message, QueueEntry, RoutingType
 from dovecote.core.queue import AckMode, Consumer, Queue, consumer_queue
 from dovecote.store.memory import MemoryStore
-
-
-class FakeClock:
-    def __init__(self, now: int = 1_000_000) -> None:
-        self.now = now
-
-    def now_ms(self) -> int:
-        return self.now
+from fake_clock import FakeClock
 
 
 class RecordingSink:

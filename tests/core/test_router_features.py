@@ -14,13 +14,9 @@ from dovecote.core.message import Message, QueueEntry, RoutingType
 from dovecote.core.queue import Consumer
 from dovecote.core.router import Router, virtual_topic_of
 from dovecote.store.memory import MemoryStore
+from fake_clock import FakeClock
 
 ANY, MULTI = RoutingType.ANYCAST, RoutingType.MULTICAST
-
-
-class FakeClock:
-    def now_ms(self) -> int:
-        return 1_000
 
 
 class Sink:
@@ -61,7 +57,7 @@ def store() -> Store:
 
 @pytest.fixture
 def router(store: Store) -> Router:
-    return Router(store, FakeClock(), duplicate_cache_size=3)
+    return Router(store, FakeClock(1_000), duplicate_cache_size=3)
 
 
 @pytest.fixture
@@ -261,7 +257,7 @@ def test_a_consumer_of_a_deleted_temporary_queue_is_forgotten(router: Router, si
 
 
 def test_advisories_can_be_switched_off(store: Store, sink: Sink) -> None:
-    router = Router(store, FakeClock(), advisories=False)
+    router = Router(store, FakeClock(1_000), advisories=False)
     router.subscribe_topic("ActiveMQ.Advisory.>", Consumer("adv", sink))
     assert router.advise(advisory.CONNECTION, {}) is False
     assert sink.got == []

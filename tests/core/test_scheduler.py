@@ -14,19 +14,12 @@ from dovecote.core.queue import Consumer
 from dovecote.core.router import Router
 from dovecote.core.scheduler import FIRE_SLICE, JOB_ID, SCHEDULE_QUEUE, schedule_of
 from dovecote.store.memory import MemoryStore
+from fake_clock import FakeClock
 
 
 def ms(text: str) -> int:
     """Epoch milliseconds of an ISO time in UTC."""
     return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
-
-
-class FakeClock:
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def now_ms(self) -> int:
-        return self.now
 
 
 class Sink:

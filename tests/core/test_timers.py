@@ -6,16 +6,9 @@ from __future__ import annotations
 import pytest
 
 from dovecote.core.timers import Timers
+from fake_clock import FakeClock
 
 T0 = 1_000_000
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def now_ms(self) -> int:
-        return self.now
 
 
 class Wakeup:

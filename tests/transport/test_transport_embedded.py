@@ -20,6 +20,7 @@ from dovecote.core.router import Router
 from dovecote.core.scheduler import FIRE_SLICE, SCHEDULE_QUEUE
 from dovecote.server import LoopWakeup
 from dovecote.store.memory import MemoryStore
+from fake_clock import FakeClock
 
 TIMEOUT = 5.0
 
@@ -167,14 +168,6 @@ def test_a_broker_that_fails_to_start_leaves_no_loop_timer_behind():
             assert fired == []  # nothing of the broker that never started runs on the loop
 
     asyncio.run(main())
-
-
-class FakeClock:
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def now_ms(self) -> int:
-        return self.now
 
 
 class Sink:
