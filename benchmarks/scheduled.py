@@ -28,8 +28,8 @@ queue, 4 producers, one auto-ack consumer, sync always; docs/benchmarks.md):
 =================================  ==========  ===========================  ============
 due times                          fires/s     firing p50/p99/p99.9/max     over 100 ms
 =================================  ==========  ===========================  ============
-spread over 180 s (lead 45 s)      5,600       1 / 6 / 44 / 80 ms           0
-spread over 60 s (lead 60 s)       16,700      1 / 39 / 109 / 154 ms        1,359
+spread over 180 s (lead 45 s)      5,600       1 / 11 / 35 / 79 ms          0
+spread over 60 s (lead 60 s)       16,700      1 / 31 / 97 / 118 ms         726
 =================================  ==========  ===========================  ============
 
 Memory is about 180 bytes per scheduled message (its heap entry and the journal's record
