@@ -37,7 +37,8 @@ Invariants:
   (by job id) and :meth:`Scheduler.remove_due`. Job ids are unique among scheduled messages
   (a second message with a live job id, as from a composite send, gets a new message id), so
   ``_jobs`` maps each to its seq: one dict slot and one int per message, plus the id string
-  once its message is paged out (measured: about 130 B per message at 1,000,000). Removing
+  once its message is paged out (measured with tracemalloc at 1,000,000: about 135 B per
+  message, 63 B while its message is held and shares the id string). Removing
   acks the record (all of a range in one atomic group) and leaves the heap entry behind in
   ``_removed``, skipped when it comes up: no heap scan and nothing read from disk.
 """
