@@ -33,8 +33,10 @@ from dovecote.adapters.stomp_encoding import MessageEncoder as MessageEncoder  #
 from dovecote.adapters.stomp_encoding import QueueBrowser, Subscription
 from dovecote.adapters.stomp_link import Link, LinkedSession
 from dovecote.adapters.stomp_mapping import (
+    SCHEDULER_MANAGEMENT,
     TEMP_PREFIX,
     CoreDestination,
+    core_reply_to,
     destination_to_core,
     destinations_to_core,
     reply_to_from_client,
@@ -242,16 +244,21 @@ class StompSession(LinkedSession):
         message_id = router.new_message_id()
         priority, expires = priority_of(headers.get("priority")), expires_of(headers.get("expires"))
         messages = []
+        management = False
         for destination in destinations:
             if destination.temporary or destination.remote_temporary:
                 self._check_temporary(destination, text)
+            message_properties = properties
+            if destination == SCHEDULER_MANAGEMENT:
+                management = True
+                message_properties = self._management_properties(properties, headers)
             messages.append(
                 Message(
                     message_id,
                     destination.address,
                     destination.routing,
                     frame.body,
-                    properties,
+                    message_properties,
                     persistent,
                     priority,
                     expires,
@@ -271,12 +278,26 @@ class StompSession(LinkedSession):
             router.send(messages[0])
         else:
             router.send_all(messages)  # a composite destination: all or none
-        if persistent:
+        if persistent or management:  # (a REMOVE is acked in the journal: durable first)
             self._receipt_when_durable(frame)
         else:
             self._receipt(frame)
         if router.budget.is_exhausted() and not self._subscriptions and not self._throttled:
             self._throttle()
+
+    def _management_properties(
+        self, properties: dict[str, str], headers: Mapping[str, str]
+    ) -> dict[str, str]:
+        """A scheduler management SEND's properties, its ``reply-to`` header in the core's
+        form (``queue://<address>``, ``topic://<address>``; see core.schedule_management)."""
+        reply_to = headers.get("reply-to")
+        if reply_to is None:
+            return properties
+        connection_id = self._link.connection_id
+        destination = destination_to_core(reply_to, connection_id)
+        if destination.temporary or destination.remote_temporary:
+            self._check_temporary(destination, reply_to)
+        return {**properties, "reply-to": core_reply_to(destination)}
 
     def _check_temporary(self, destination: CoreDestination, text: str) -> None:
         """A temp queue is created by its owner's first use; another's must still exist

@@ -21,6 +21,11 @@ A SEND destination may be composite (ActiveMQ's composite destinations): a comma
 list, each item one of the forms above or ``queue://<name>`` / ``topic://<name>``; an item with
 no prefix has the kind of the item before it (``/queue/a,b`` is two queues). SUBSCRIBE takes
 one destination (ActiveMQ's composite consumers are not supported).
+
+A SEND to ``/topic/ActiveMQ.Scheduler.Management`` (:data:`SCHEDULER_MANAGEMENT`) is an order
+to the scheduler: its ``reply-to`` goes to the core as ``queue://<address>`` or
+``topic://<address>`` (:func:`core_reply_to`), the core's form, so the core can route the
+browsed copies without knowing STOMP names.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from dataclasses import dataclass
 from dovecote.core.errors import InvalidRequest
 from dovecote.core.message import RoutingType
 from dovecote.core.policy import ORIGINAL_DESTINATION
+from dovecote.core.schedule_management import MANAGEMENT_ADDRESS
 
 ORIGINAL_DESTINATION_HEADER = "original-destination"
 
@@ -52,6 +58,16 @@ class CoreDestination:
     address: str
     temporary: bool = False  # a temp queue/topic created by (and owned by) this connection
     remote_temporary: bool = False  # another connection's temp destination (must exist)
+
+
+SCHEDULER_MANAGEMENT = CoreDestination(RoutingType.MULTICAST, MANAGEMENT_ADDRESS)
+
+
+def core_reply_to(destination: CoreDestination) -> str:
+    """A reply destination in the core's form: ``queue://<address>`` or ``topic://<address>``
+    (``/temp-queue/r1`` of connection ``c7`` is ``queue://ID:c7:r1``)."""
+    kind = "queue" if destination.routing is RoutingType.ANYCAST else "topic"
+    return f"{kind}://{destination.address}"
 
 
 def destination_to_core(destination: str, connection_id: str) -> CoreDestination:

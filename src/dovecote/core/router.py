@@ -30,7 +30,8 @@ Also routed here (issue #4):
   ``Consumer.<name>.VirtualTopic.<rest>`` is also bound to topic ``VirtualTopic.<rest>``.
 - Scheduled delivery (:mod:`dovecote.core.scheduler`, its one timer on
   :attr:`Router.timers`) and duplicate detection (:mod:`dovecote.core.dedup`), both keyed
-  on message properties.
+  on message properties. A message to the topic ``ActiveMQ.Scheduler.Management`` is an
+  order to the scheduler (:mod:`dovecote.core.schedule_management`), never routed.
 - Composite sends (:meth:`Router.send_all`): one message to several addresses, atomically.
 - Advisory messages (:mod:`dovecote.core.advisory`) through :meth:`Router.advise`.
 """
@@ -60,6 +61,7 @@ from dovecote.core.router_policy import (
     full_queue_error,
     with_default_ttl,
 )
+from dovecote.core.schedule_management import is_management, manage
 from dovecote.core.scheduler import (
     DEFAULT_HOLD_LIMIT,
     SCHEDULE_PROPERTIES,
@@ -150,6 +152,10 @@ class Router:
         """
         if message.persistent and not self.store.is_available():
             self.check_routable(message)  # raises StoreUnavailable
+        if message.routing is RoutingType.MULTICAST and is_management(message):
+            # ActiveMQ.Scheduler.Management: an order to the scheduler, never routed.
+            route = self._route_unbounded
+            return manage(self.scheduler, message, route=route, new_id=self.new_message_id)
         properties = message.properties
         if properties and not _SPECIAL_PROPERTIES.isdisjoint(properties):
             return self._send_special(message, bounded)
@@ -259,6 +265,9 @@ class Router:
         for queue in queues:
             queue.add(message)
         return len(queues)
+
+    def _route_unbounded(self, message: Message) -> int:
+        return self._route(message, bounded=False)
 
     def check_routable(self, message: Message) -> None:
         """Raise what :meth:`send` would raise for ``message``, without sending it."""

@@ -32,20 +32,30 @@ Invariants:
   fires, at most :data:`FIRE_SLICE` messages fire; if more are due, the timer is set again
   for now, which ``Timers.run_due`` leaves to its next run, so the event loop serves the
   connections between slices. The timer is set again even when a firing raises.
+- Management (ActiveMQ's ``ActiveMQ.Scheduler.Management``, see
+  :mod:`dovecote.core.schedule_management`): :meth:`Scheduler.browse`, :meth:`Scheduler.remove`
+  (by job id) and :meth:`Scheduler.remove_due`. Job ids are unique among scheduled messages
+  (a second message with a live job id, as from a composite send, gets a new message id), so
+  ``_jobs`` maps each to its seq: one dict slot and one int per message, plus the id string
+  once its message is paged out (measured with tracemalloc at 1,000,000: about 135 B per
+  message, 63 B while its message is held and shares the id string). Removing
+  acks the record (all of a range in one atomic group) and leaves the heap entry behind in
+  ``_removed``, skipped when it comes up: no heap scan and nothing read from disk.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from dovecote.core.cron import CronExpression, parse_cron
 from dovecote.core.errors import InvalidRequest, StoreUnavailable
 from dovecote.core.limits import MemoryBudget
-from dovecote.core.message import Message
+from dovecote.core.message import Message, RoutingType
+from dovecote.core.policy import ORIGINAL_DESTINATION
 
 if TYPE_CHECKING:
     from dovecote.core.ports import Store
@@ -161,13 +171,15 @@ class Scheduler:
         self._held: dict[int, Message] = {}  # seq -> message, for those in memory
         self._persistent = 0  # how many have a record in the store
         self._pageable: deque[int] = deque()  # held persistent seqs, oldest first
+        self._jobs: dict[str, int] = {}  # job id (the message's id) -> its seq
+        self._removed: set[int] = set()  # seqs removed but still in the heap
         self._next_seq = 1
         self._queue_recorded = False
         self.fired = 0
         self.last_error: str | None = None
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._heap) - len(self._removed)
 
     @property
     def held_count(self) -> int:
@@ -182,6 +194,8 @@ class Scheduler:
         """Hold ``message`` until its first due time. ``temporary``: its queue is a temporary
         one, whose going (with its connection) takes the message with it."""
         due, left, base = _first(schedule, self._now_ms())
+        if message.message_id in self._jobs:
+            message = replace(message, message_id=self._new_id())  # job ids are unique
         if temporary:
             message = replace(message, properties={**message.properties, _TEMPORARY: "1"})
         self._add(_with_state(message, due, left, base), due)
@@ -192,6 +206,7 @@ class Scheduler:
         self._next_seq = max(self._next_seq, seq + 1)
         due = int(message.properties.get(_DUE, "0"))
         self._persistent += 1
+        self._jobs[message.message_id] = seq
         if not paged:
             self._hold(seq, message, persistent=True)
         self._push(due, seq)
@@ -206,6 +221,7 @@ class Scheduler:
                 self._queue_recorded = True
             self._store.record_message(SCHEDULE_QUEUE, seq, message)
             self._persistent += 1
+        self._jobs[message.message_id] = seq
         self._hold(seq, message, persistent=persistent)
         self._push(due, seq)
 
@@ -284,6 +300,9 @@ class Scheduler:
             while heap and heap[0] >> _SEQ_BITS <= now and fired < limit:
                 key = heapq.heappop(heap)
                 due, seq = key >> _SEQ_BITS, key & _SEQ_MASK
+                if seq in self._removed:
+                    self._removed.discard(seq)
+                    continue
                 if not self._fire(due, seq, now):
                     break
                 fired += 1
@@ -317,8 +336,7 @@ class Scheduler:
             if schedule is not None:
                 following = _after(schedule, due, left, base, now)
                 repeats = following is not None or left > 1 or schedule.repeat > 0
-        delivered = {k: v for k, v in props.items() if k not in _STATE}
-        delivered[JOB_ID] = message.message_id
+        delivered = _delivered_properties(message)
         self._route(
             Message(
                 self._new_id() if repeats else message.message_id,
@@ -336,10 +354,103 @@ class Scheduler:
         if message.persistent:
             self._persistent -= 1
             self._store.record_ack(SCHEDULE_QUEUE, seq)
+        if self._jobs.get(message.message_id) == seq:
+            del self._jobs[message.message_id]  # (a repeat's _add maps it to its new seq)
         if following is not None:
             next_due, next_left, next_base = following
             self._add(_with_state(message, next_due, next_left, next_base), next_due)
         return True
+
+    # --- management ---------------------------------------------------------------------------
+
+    def browse(self, start: int = 0, end: int | None = None) -> Iterator[Message]:
+        """Copies of the scheduled messages next due within ``start`` .. ``end`` (inclusive),
+        earliest first, as they would be delivered (``JOB_ID`` set, the scheduler's own state
+        left out), with ``ORIGINAL_DESTINATION`` set. Paged-out ones are read back from the
+        store (StoreUnavailable if they cannot be); the caller sets the address."""
+        removed, held = self._removed, self._held
+        for key in sorted(self._heap):
+            due, seq = key >> _SEQ_BITS, key & _SEQ_MASK
+            if due < start or seq in removed:
+                continue
+            if end is not None and due > end:
+                break
+            message = held.get(seq)
+            if message is None:
+                message = self._store.load_message(SCHEDULE_QUEUE, seq)
+            properties = _delivered_properties(message)
+            kind = "queue" if message.routing is RoutingType.ANYCAST else "topic"
+            properties[ORIGINAL_DESTINATION] = f"{kind}://{message.address}"
+            yield replace(message, properties=properties)
+
+    def remove(self, job_id: str) -> bool:
+        """Remove the scheduled message with this job id, all its future firings; False if
+        there is none (as ActiveMQ: nothing happens)."""
+        seq = self._jobs.pop(job_id, None)
+        if seq is None:
+            return False
+        self._drop([seq])
+        return True
+
+    def remove_due(self, start: int = 0, end: int | None = None) -> int:
+        """Remove every scheduled message next due within ``start`` .. ``end`` (inclusive);
+        returns how many. Persistent ones are acknowledged in one atomic group."""
+        removed = self._removed
+        seqs = [
+            key & _SEQ_MASK
+            for key in self._heap
+            if start <= key >> _SEQ_BITS
+            and (end is None or key >> _SEQ_BITS <= end)
+            and key & _SEQ_MASK not in removed
+        ]
+        if not seqs:
+            return 0
+        if len(seqs) == len(self):
+            self._jobs.clear()
+        else:
+            gone = set(seqs)
+            self._jobs = {job: seq for job, seq in self._jobs.items() if seq not in gone}
+        self._drop(seqs)
+        return len(seqs)
+
+    def _drop(self, seqs: list[int]) -> None:
+        """Forget these live seqs (already out of ``_jobs``) and ack their records."""
+        held, store = self._held, self._store
+        persistent = []
+        for seq in seqs:
+            message = held.pop(seq, None)
+            if message is not None:
+                self._budget.release(len(message.body))
+            if message is None or message.persistent:  # (paged out: persistent)
+                persistent.append(seq)
+        if persistent:
+            if len(persistent) > 1:
+                self._atomic(True)
+            try:
+                for seq in persistent:
+                    store.record_ack(SCHEDULE_QUEUE, seq)
+                    self._persistent -= 1
+            finally:
+                if len(persistent) > 1:
+                    self._atomic(False)
+        removed, heap = self._removed, self._heap
+        removed.update(seqs)
+        if 2 * len(removed) > len(heap):
+            self._heap = heap = [key for key in heap if key & _SEQ_MASK not in removed]
+            heapq.heapify(heap)
+            removed.clear()
+        while heap and heap[0] & _SEQ_MASK in removed:  # keep next_due() true
+            removed.discard(heapq.heappop(heap) & _SEQ_MASK)
+        if not heap and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def _delivered_properties(message: Message) -> dict[str, str]:
+    """A scheduled message's properties as delivered: its job id set, our state left out."""
+    delivered = {k: v for k, v in message.properties.items() if k not in _STATE}
+    delivered[JOB_ID] = message.message_id
+    return delivered
 
 
 def _with_state(message: Message, due: int, left: int, base: int) -> Message:
