@@ -33,7 +33,6 @@ from dovecote.adapters.stomp_encoding import MessageEncoder as MessageEncoder  #
 from dovecote.adapters.stomp_encoding import QueueBrowser, Subscription
 from dovecote.adapters.stomp_link import Link, LinkedSession
 from dovecote.adapters.stomp_mapping import (
-    SCHEDULER_MANAGEMENT,
     TEMP_PREFIX,
     CoreDestination,
     core_reply_to,
@@ -48,6 +47,7 @@ from dovecote.core.errors import CoreError, ErrorCode, InvalidRequest, NotFound
 from dovecote.core.message import Message, QueueEntry, RoutingType
 from dovecote.core.queue import AckMode, Consumer, consumer_queue
 from dovecote.core.router import Router
+from dovecote.core.schedule_management import MANAGEMENT_ADDRESS
 from dovecote.core.tx import MAX_TRANSACTION_OPERATIONS, Transaction
 from dovecote.protocols._errors import ProtocolError
 from dovecote.protocols.stomp import (
@@ -66,6 +66,8 @@ from dovecote.protocols.stomp.connection import (
 from dovecote.protocols.stomp.frames import encode_frame
 
 log = logging.getLogger(__name__)
+
+MULTICAST = RoutingType.MULTICAST
 
 SERVER_NAME = "dovecote/0.1.0"
 MIN_HEART_BEAT_MS = 100  # we never promise to send, or ask to receive, more often than this
@@ -249,7 +251,7 @@ class StompSession(LinkedSession):
             if destination.temporary or destination.remote_temporary:
                 self._check_temporary(destination, text)
             message_properties = properties
-            if destination == SCHEDULER_MANAGEMENT:
+            if destination.address == MANAGEMENT_ADDRESS and destination.routing is MULTICAST:
                 management = True
                 message_properties = self._management_properties(properties, headers)
             messages.append(

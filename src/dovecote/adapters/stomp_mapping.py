@@ -20,9 +20,9 @@ as ``original-destination:/queue/orders``, ActiveMQ's STOMP header.
 A SEND destination may be composite (ActiveMQ's composite destinations): a comma-separated
 list, each item one of the forms above or ``queue://<name>`` / ``topic://<name>``; an item with
 no prefix has the kind of the item before it (``/queue/a,b`` is two queues). SUBSCRIBE takes
-one destination (ActiveMQ's composite consumers are not supported).
+the same lists (ActiveMQ's composite consumers: one consumer per destination, see stomp.py).
 
-A SEND to ``/topic/ActiveMQ.Scheduler.Management`` (:data:`SCHEDULER_MANAGEMENT`) is an order
+A SEND to ``/topic/ActiveMQ.Scheduler.Management`` (``MANAGEMENT_ADDRESS``) is an order
 to the scheduler: its ``reply-to`` goes to the core as ``queue://<address>`` or
 ``topic://<address>`` (:func:`core_reply_to`), the core's form, so the core can route the
 browsed copies without knowing STOMP names.
@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from dovecote.core.errors import InvalidRequest
 from dovecote.core.message import RoutingType
 from dovecote.core.policy import ORIGINAL_DESTINATION
-from dovecote.core.schedule_management import MANAGEMENT_ADDRESS
 
 ORIGINAL_DESTINATION_HEADER = "original-destination"
 
@@ -58,9 +57,6 @@ class CoreDestination:
     address: str
     temporary: bool = False  # a temp queue/topic created by (and owned by) this connection
     remote_temporary: bool = False  # another connection's temp destination (must exist)
-
-
-SCHEDULER_MANAGEMENT = CoreDestination(RoutingType.MULTICAST, MANAGEMENT_ADDRESS)
 
 
 def core_reply_to(destination: CoreDestination) -> str:
