@@ -524,9 +524,9 @@ class Journal:
         can hold 100,000 live ones: copied at once, they stalled every connection, and every
         scheduled message due, for a tenth of a second); once all are copied, delete the
         segment when they are durable. Closing stops it: the segment then stays, with what was
-        not copied yet (recovery takes a copy over its original)."""
+        not copied yet (recovery takes a copy over its original), and stays marked as being
+        evacuated, so that nothing deletes it while the copies made so far are not durable."""
         if self._writer is None or self._closing:
-            self._evacuating = None
             return
         end = start + self.config.evacuation_slice
         for (name, seq), record in records[start:end]:
