@@ -23,7 +23,15 @@ import dovecote.store.journal as journal_module
 from dovecote.core.message import Message, RoutingType
 from dovecote.store import inspect
 from dovecote.store.journal import Journal, JournalConfig, SyncPolicy
-from dovecote.store.record import SEGMENT_HEADER, QueueKind, SegmentHeader
+from dovecote.store.record import (
+    SEGMENT_HEADER,
+    QueueKind,
+    RecordType,
+    SegmentHeader,
+    encode_message_added,
+    encode_queue_created,
+    encode_queue_seq,
+)
 from dovecote.store.recovery import RecoveredState, list_segments, recover, segment_path
 
 T = TypeVar("T")
@@ -898,3 +906,43 @@ def test_an_evacuation_copies_in_slices_and_acks_between_slices_hold(tmp_path: P
     recovered = state.queues["keep"].messages
     assert sorted(recovered) == sorted(live)
     assert [recovered[n].message for n in sorted(live)] == [sent[n] for n in sorted(live)]
+
+
+def test_a_delivery_count_torn_off_its_copy_is_written_again_at_open(tmp_path: Path) -> None:
+    """Regression (found by the crash-point test, rarely): an evacuation copy is followed by
+    its MESSAGE_DELIVERED, and a crash can keep the copy but not that record (written with the
+    next segment). Recovery gives the copy the count of the original, whose segment is still
+    there; but nothing kept that segment once the journal went on, so the count was lost when
+    it was deleted. The journal now writes such a count again when it opens."""
+    keeper = message(1, size=3000)  # its copy keeps the second segment mostly live
+    first = SegmentHeader(1).encode() + b"".join(
+        (
+            encode_queue_created("orders", "orders", None, QueueKind.QUEUE),
+            encode_message_added("orders", 1, keeper),
+            encode_queue_seq(RecordType.MESSAGE_DELIVERED, "orders", 1, 2),
+        )
+    )
+    copy = SegmentHeader(2).encode() + encode_message_added("orders", 1, keeper)
+    segment_path(tmp_path, 1).write_bytes(first)
+    segment_path(tmp_path, 2).write_bytes(copy)
+    assert recover(tmp_path).queues["orders"].messages[1].delivery_count == 2
+
+    async def scenario() -> None:
+        journal = open_journal(tmp_path, SMALL)
+        n = 1
+        while 1 in list_segments(tmp_path):  # rotations until the first segment is gone
+            n += 1
+            assert n < 100, "the first segment was never reclaimed"
+            journal.record_message("orders", n, message(n, size=300))
+            await durable(journal)
+            journal.record_ack("orders", n)
+            await asyncio.sleep(0.01)  # (its deletion is the writer's)
+        assert 2 in list_segments(tmp_path)  # the copy's segment is still there
+        await journal.close()
+
+    run(scenario)
+    state = recover(tmp_path)
+    assert state.report.problems == []
+    assert {seq: item.delivery_count for seq, item in state.queues["orders"].messages.items()} == {
+        1: 2
+    }

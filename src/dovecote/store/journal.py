@@ -133,6 +133,12 @@ class Journal:
         if self._segment_bytes == 0:
             self._segment_bytes = SEGMENT_HEADER.size
         self._sizes[self._segment] = self._segment_bytes
+        # A copy whose MESSAGE_DELIVERED was torn off by the crash: its count is only in the
+        # records of an older copy, which may go now. Write it again, after the copy.
+        for queue_state in state.queues.values():
+            for seq, item in queue_state.messages.items():
+                if not item.count_recorded:
+                    self.record_delivery(queue_state.name, seq, item.delivery_count)
         return state
 
     async def close(self) -> None:

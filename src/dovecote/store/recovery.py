@@ -66,6 +66,10 @@ class RecoveredMessage:
     size: int  # of that record
     delivery_count: int = 0
     paged: bool = False  # body left on disk (``message.body`` is empty) to bound memory
+    # False when the count was inherited from an earlier copy and no MESSAGE_DELIVERED follows
+    # this record (a crash tore it off): the records that hold it may be deleted now that the
+    # copy is the message's place, so the journal writes the count again (Journal.open).
+    count_recorded: bool = True
 
 
 @dataclass(slots=True)
@@ -159,7 +163,9 @@ class _Replayer:
             queue = self.state.queues.get(queue_name)
             delivered = queue.messages.get(seq) if queue is not None else None
             if delivered is not None and count is not None:
-                delivered.delivery_count = max(delivered.delivery_count, count)
+                if count >= delivered.delivery_count:
+                    delivered.delivery_count = count
+                    delivered.count_recorded = True
                 self._refer(segment, delivered.segment)
         elif kind is RecordType.DUPLICATE_ID:
             address, seq, duplicate_id = decode_duplicate_id(payload)
@@ -191,6 +197,7 @@ class _Replayer:
             # An evacuated copy while the original's segment still exists: the copy keeps
             # its delivery count, and must outlive it (acks of the copy refer to the copy).
             item.delivery_count = original.delivery_count
+            item.count_recorded = not original.delivery_count
             self._refer(segment, original.segment)
         queue.messages[seq] = item
 
