@@ -529,12 +529,13 @@ class Journal:
         message records, those still live, then yield to the loop (a segment of small records
         can hold 100,000 live ones: copied at once, they stalled every connection, and every
         scheduled message due, for a tenth of a second); once all are copied, delete the
-        segment when they are durable. Closing stops it: the segment then stays, with what was
-        not copied yet (recovery takes a copy over its original), and stays marked as being
-        evacuated, so that nothing deletes it while the copies made so far are not durable."""
-        if self._writer is None or self._closing:
+        segment when they are durable. While closing, the rest is copied at once: close()
+        finishes an evacuation whose read it waited for, in its last batch. Once closed, a
+        slice still scheduled does nothing: the segment stays, marked as being evacuated,
+        with what was not copied (recovery takes a copy over its original)."""
+        if self._writer is None:
             return
-        end = start + self.config.evacuation_slice
+        end = len(records) if self._closing else start + self.config.evacuation_slice
         for (name, seq), record in records[start:end]:
             packed = self._locations.get(name, {}).get(seq)
             if packed is not None and _segment_of(packed) == segment:  # (else acked meanwhile)
