@@ -35,7 +35,6 @@ from dovecote.adapters.stomp_link import Link, LinkedSession
 from dovecote.adapters.stomp_mapping import (
     TEMP_PREFIX,
     CoreDestination,
-    core_reply_to,
     destination_to_core,
     destinations_to_core,
     reply_to_from_client,
@@ -44,7 +43,7 @@ from dovecote.adapters.stomp_send import NOT_PASSED_THROUGH, expires_of, priorit
 from dovecote.adapters.stomp_subscribe import SubscribeOptions, subscribe_options
 from dovecote.core import advisory
 from dovecote.core.errors import CoreError, ErrorCode, InvalidRequest, NotFound
-from dovecote.core.message import Message, QueueEntry, RoutingType
+from dovecote.core.message import Message, QueueEntry, RoutingType, destination_uri
 from dovecote.core.queue import AckMode, Consumer, consumer_queue
 from dovecote.core.router import Router
 from dovecote.core.schedule_management import MANAGEMENT_ADDRESS
@@ -299,7 +298,7 @@ class StompSession(LinkedSession):
         destination = destination_to_core(reply_to, connection_id)
         if destination.temporary or destination.remote_temporary:
             self._check_temporary(destination, reply_to)
-        return {**properties, "reply-to": core_reply_to(destination)}
+        return {**properties, "reply-to": destination_uri(destination.routing, destination.address)}
 
     def _check_temporary(self, destination: CoreDestination, text: str) -> None:
         """A temp queue is created by its owner's first use; another's must still exist

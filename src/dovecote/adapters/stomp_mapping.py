@@ -24,7 +24,7 @@ the same lists (ActiveMQ's composite consumers: one consumer per destination, se
 
 A SEND to ``/topic/ActiveMQ.Scheduler.Management`` (``MANAGEMENT_ADDRESS``) is an order
 to the scheduler: its ``reply-to`` goes to the core as ``queue://<address>`` or
-``topic://<address>`` (:func:`core_reply_to`), the core's form, so the core can route the
+``topic://<address>`` (``core.message.destination_uri``), the core's form, so the core can route the
 browsed copies without knowing STOMP names.
 """
 
@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dovecote.core.errors import InvalidRequest
-from dovecote.core.message import RoutingType
+from dovecote.core.message import RoutingType, parse_destination_uri
 from dovecote.core.policy import ORIGINAL_DESTINATION
 
 ORIGINAL_DESTINATION_HEADER = "original-destination"
@@ -46,8 +46,6 @@ TEMP_TOPIC = "/temp-topic/"
 REMOTE_TEMP_QUEUE = "/remote-temp-queue/"
 REMOTE_TEMP_TOPIC = "/remote-temp-topic/"
 TEMP_PREFIX = "ID:"
-COMPOSITE_QUEUE = "queue://"
-COMPOSITE_TOPIC = "topic://"
 MAX_COMPOSITE = 100  # destinations in one composite SEND
 
 
@@ -57,13 +55,6 @@ class CoreDestination:
     address: str
     temporary: bool = False  # a temp queue/topic created by (and owned by) this connection
     remote_temporary: bool = False  # another connection's temp destination (must exist)
-
-
-def core_reply_to(destination: CoreDestination) -> str:
-    """A reply destination in the core's form: ``queue://<address>`` or ``topic://<address>``
-    (``/temp-queue/r1`` of connection ``c7`` is ``queue://ID:c7:r1``)."""
-    kind = "queue" if destination.routing is RoutingType.ANYCAST else "topic"
-    return f"{kind}://{destination.address}"
 
 
 def destination_to_core(destination: str, connection_id: str) -> CoreDestination:
@@ -101,10 +92,9 @@ def destinations_to_core(destination: str, connection_id: str) -> list[CoreDesti
         raise InvalidRequest(f"a composite destination may name at most {MAX_COMPOSITE}")
     found: list[CoreDestination] = []
     for item in items:
-        if item.startswith(COMPOSITE_QUEUE) and len(item) > len(COMPOSITE_QUEUE):
-            core = CoreDestination(RoutingType.ANYCAST, item[len(COMPOSITE_QUEUE) :])
-        elif item.startswith(COMPOSITE_TOPIC) and len(item) > len(COMPOSITE_TOPIC):
-            core = CoreDestination(RoutingType.MULTICAST, item[len(COMPOSITE_TOPIC) :])
+        parsed = parse_destination_uri(item)  # queue://<name> or topic://<name>
+        if parsed is not None:
+            core = CoreDestination(*parsed)
         elif item.startswith("/"):
             core = destination_to_core(item, connection_id)
         elif item and found:
@@ -156,11 +146,10 @@ def properties_from_core(properties: Mapping[str, str]) -> Mapping[str, str]:
     original = properties.get(ORIGINAL_DESTINATION)
     if original is None:
         return properties
-    kind, sep, address = original.partition("://")
-    routing = {"queue": RoutingType.ANYCAST, "topic": RoutingType.MULTICAST}.get(kind)
+    parsed = parse_destination_uri(original)
     headers = {k: v for k, v in properties.items() if k != ORIGINAL_DESTINATION}
-    if sep and routing is not None:
-        headers[ORIGINAL_DESTINATION_HEADER] = destination_from_core(routing, address)
+    if parsed is not None:
+        headers[ORIGINAL_DESTINATION_HEADER] = destination_from_core(*parsed)
     else:
         headers[ORIGINAL_DESTINATION_HEADER] = original
     return headers

@@ -25,6 +25,25 @@ class RoutingType(Enum):
     MULTICAST = "multicast"
 
 
+_URI_KINDS = {"queue": RoutingType.ANYCAST, "topic": RoutingType.MULTICAST}
+
+
+def destination_uri(routing: RoutingType, address: str) -> str:
+    """The core's written form of a destination, as ActiveMQ writes them in properties:
+    ``queue://<address>`` or ``topic://<address>`` (``originalDestination``, a scheduler
+    management ``reply-to``). :func:`parse_destination_uri` reads it back."""
+    return f"{'queue' if routing is RoutingType.ANYCAST else 'topic'}://{address}"
+
+
+def parse_destination_uri(text: str) -> tuple[RoutingType, str] | None:
+    """(routing, address) of a :func:`destination_uri`; None if ``text`` is not one."""
+    kind, separator, address = text.partition("://")
+    routing = _URI_KINDS.get(kind)
+    if not separator or routing is None or not address:
+        return None
+    return routing, address
+
+
 @value_class
 class Message:
     """An application message. ``properties`` are the headers the sender set (passed through

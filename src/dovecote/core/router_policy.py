@@ -22,7 +22,7 @@ from dataclasses import replace
 
 from dovecote.core import advisory
 from dovecote.core.errors import ResourceLimitExceeded, StoreUnavailable
-from dovecote.core.message import Message, QueueEntry, RoutingType
+from dovecote.core.message import Message, QueueEntry, RoutingType, destination_uri
 from dovecote.core.policy import (
     DEFAULT_POLICY,
     DELIVERY_COUNT,
@@ -88,8 +88,9 @@ class DeadLetters:
                 queue.discard(entry)
                 return
         properties = dict(message.properties)
-        kind = "queue" if message.routing is RoutingType.ANYCAST else "topic"
-        properties.setdefault(ORIGINAL_DESTINATION, f"{kind}://{message.address}")
+        properties.setdefault(
+            ORIGINAL_DESTINATION, destination_uri(message.routing, message.address)
+        )
         properties[FAILURE_CAUSE] = reason
         properties[DELIVERY_COUNT] = str(entry.delivery_count)
         if message.expires:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from dovecote.core.errors import InvalidRequest
-from dovecote.core.message import Message, RoutingType
+from dovecote.core.message import Message, RoutingType, parse_destination_uri
 from dovecote.core.scheduler import JOB_ID, Scheduler
 
 MANAGEMENT_ADDRESS = "ActiveMQ.Scheduler.Management"  # a multicast (topic) address
@@ -41,7 +41,6 @@ REMOVEALL = "REMOVEALL"
 START_TIME = "ACTION_START_TIME"
 END_TIME = "ACTION_END_TIME"
 REPLY_TO = "reply-to"
-_KINDS = {"queue": RoutingType.ANYCAST, "topic": RoutingType.MULTICAST}
 
 
 def is_management(message: Message) -> bool:
@@ -85,11 +84,10 @@ def reply_destination(text: str | None) -> tuple[RoutingType, str]:
     """``queue://<address>`` or ``topic://<address>`` as (routing, address)."""
     if text is None:
         raise InvalidRequest(f"{ACTION}:{BROWSE} needs a reply-to destination")
-    kind, sep, address = text.partition("://")
-    routing = _KINDS.get(kind)
-    if not sep or routing is None or not address:
+    found = parse_destination_uri(text)
+    if found is None:
         raise InvalidRequest(f"reply-to {text[:100]!r} is not a destination the broker knows")
-    return routing, address
+    return found
 
 
 def _time(properties: Mapping[str, str], name: str) -> int | None:

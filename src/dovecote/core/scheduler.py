@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING
 from dovecote.core.cron import CronExpression, parse_cron
 from dovecote.core.errors import InvalidRequest, StoreUnavailable
 from dovecote.core.limits import MemoryBudget
-from dovecote.core.message import Message, RoutingType
+from dovecote.core.message import Message, destination_uri
 from dovecote.core.policy import ORIGINAL_DESTINATION
 
 if TYPE_CHECKING:
@@ -379,8 +379,7 @@ class Scheduler:
             if message is None:
                 message = self._store.load_message(SCHEDULE_QUEUE, seq)
             properties = _delivered_properties(message)
-            kind = "queue" if message.routing is RoutingType.ANYCAST else "topic"
-            properties[ORIGINAL_DESTINATION] = f"{kind}://{message.address}"
+            properties[ORIGINAL_DESTINATION] = destination_uri(message.routing, message.address)
             yield replace(message, properties=properties)
 
     def remove(self, job_id: str) -> bool:
