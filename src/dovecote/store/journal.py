@@ -29,6 +29,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from dovecote.core.errors import StoreUnavailable
 from dovecote.core.message import Message
@@ -53,6 +54,7 @@ __all__ = ["Journal", "JournalConfig", "SyncPolicy"]
 
 log = logging.getLogger(__name__)
 
+_K = TypeVar("_K")  # the key of a table of kept records (see Journal._move_kept)
 CLOSE_TIMEOUT = 30.0  # seconds close() waits for an evacuation read, then for the last batch
 LAZY_FLUSH_DELAY = 0.05  # seconds an ack may wait for a batch to ride with
 
@@ -508,19 +510,19 @@ class Journal:
             self._evacuating = None
             return
         records = read.result()
-        for name, (record, where) in list(self._queue_defs.items()):
-            if where == segment:
-                self._release(where, len(record))
-                self._append(record)
-                self._hold(self._segment, len(record))
-                self._queue_defs[name] = (record, self._segment)
-        for key, (record, where) in list(self._duplicates.items()):
-            if where == segment:
-                self._release(where, len(record))
-                self._append(record)
-                self._hold(self._segment, len(record))
-                self._duplicates[key] = (record, self._segment)
+        self._move_kept(self._queue_defs, segment)
+        self._move_kept(self._duplicates, segment)
         self._copy_live(segment, list(records.items()), 0)
+
+    def _move_kept(self, kept: dict[_K, tuple[bytes, int]], segment: int) -> None:
+        """Append again the records of ``kept`` (queue definitions, duplicate ids: record and
+        segment by key) that are in ``segment``, which is being evacuated."""
+        for key, (record, where) in list(kept.items()):
+            if where == segment:
+                self._release(where, len(record))
+                self._append(record)
+                self._hold(self._segment, len(record))
+                kept[key] = (record, self._segment)
 
     def _copy_live(
         self, segment: int, records: list[tuple[tuple[str, int], bytes]], start: int
