@@ -251,10 +251,10 @@ def test_state_survives_close_and_reopen(tmp_path: Path) -> None:
         expected[queue][3].append((seq, item, counts.get((queue, seq), 0)))
 
     async def second_run() -> RecoveredState:
-        journal = open_journal(tmp_path)
-        assert journal.recovered is not None
+        journal = Journal(tmp_path)
+        state = journal.open(asyncio.get_running_loop())
         await journal.close()
-        return journal.recovered
+        return state
 
     state = run(second_run)
     assert contents(state) == expected
@@ -272,10 +272,10 @@ def test_durable_subscription_selector_survives_a_restart(tmp_path: Path) -> Non
         await journal.close()
 
     async def reopen() -> RecoveredState:
-        journal = open_journal(tmp_path)
-        assert journal.recovered is not None
+        journal = Journal(tmp_path)
+        state = journal.open(asyncio.get_running_loop())
         await journal.close()
-        return journal.recovered
+        return state
 
     run(first_run)
     for _ in range(2):  # the second recovery reads what the first one left

@@ -51,8 +51,9 @@ class MemoryBudget:
     def waiting(self) -> int:
         return len(self._waiting)
 
-    def charge(self, size: int) -> None:
-        self.used += size + ENTRY_OVERHEAD
+    def charge(self, size: int, entries: int = 1) -> None:
+        """``entries`` messages of ``size`` body bytes in all came into memory."""
+        self.used += size + entries * ENTRY_OVERHEAD
 
     def release(self, size: int) -> None:
         self.used -= size + ENTRY_OVERHEAD

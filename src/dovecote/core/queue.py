@@ -210,12 +210,12 @@ class Queue(QueueView, QueuePolicy, QueuePaging):
         """Put back entries recovered from the store (at start-up), in the order given (each
         level keeps it), keeping their seqs. One call per queue: a backlog of millions goes
         through this loop at start-up."""
-        ready, pageable, charge = self._ready, self._pageable, self._budget.charge
+        ready, pageable = self._ready, self._pageable
         key = self.policy.last_value_key if self.policy is not None else None
-        top, next_seq, count = self._top, self._next_seq, 0
+        top, next_seq, count, size = self._top, self._next_seq, 0, 0
         for entry in entries:
             message = entry.message
-            charge(len(message.body))
+            size += len(message.body)
             if not entry.paged:
                 pageable.append(entry)
             priority = message.priority
@@ -229,6 +229,7 @@ class Queue(QueueView, QueuePolicy, QueuePaging):
             if key is not None and key in message.properties:
                 self._last_values[message.properties[key]] = entry
             count += 1
+        self._budget.charge(size, count)
         self._top, self._next_seq = top, next_seq
         self._fresh_count += count
         self._ready_count += count

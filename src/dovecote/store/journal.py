@@ -67,7 +67,6 @@ class Journal:
         self.config = config or JournalConfig()
         self.available = True
         self.last_error: str | None = None
-        self.recovered: RecoveredState | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: SegmentWriter | None = None
         # Pending batch (loop thread).
@@ -92,7 +91,7 @@ class Journal:
         self._live: dict[int, int] = {}
         self._live_bytes: dict[int, int] = {}
         self._refs: dict[int, set[int]] = {}
-        self._locations: dict[str, dict[int, int]] = {}  # queue -> seq -> segment<<32 | size
+        self._locations: dict[str, dict[int, int]] = {}  # queue -> seq -> _pack(place)
         self._queue_defs: dict[str, tuple[bytes, int]] = {}  # name -> (record, segment)
         self._duplicates: dict[tuple[str, str], tuple[bytes, int]] = {}  # (address, id) -> same
         self._delivered: dict[str, dict[int, int]] = {}  # queue -> seq -> delivery count
@@ -112,8 +111,7 @@ class Journal:
         self._loop = loop
         self.directory.mkdir(parents=True, exist_ok=True)
         state = recover(self.directory, body_budget=body_budget)
-        self.recovered = state
-        self._load_accounting(state)
+        torn_counts = self._load_accounting(state)
         existing = sorted(self._segments)
         if existing:
             # Go on appending to the last segment (recovery truncated any torn tail).
@@ -137,10 +135,8 @@ class Journal:
         self._sizes[self._segment] = self._segment_bytes
         # A copy whose MESSAGE_DELIVERED was torn off by the crash: its count is only in the
         # records of an older copy, which may go now. Write it again, after the copy.
-        for queue_state in state.queues.values():
-            for seq, item in queue_state.messages.items():
-                if not item.count_recorded:
-                    self.record_delivery(queue_state.name, seq, item.delivery_count)
+        for name, seq, count in torn_counts:
+            self.record_delivery(name, seq, count)
         return state
 
     async def close(self) -> None:
@@ -571,32 +567,47 @@ class Journal:
             self._append(encode_queue_seq(RecordType.MESSAGE_DELIVERED, name, seq, count))
             self._refer(copy_segment)
 
-    def _load_accounting(self, state: RecoveredState) -> None:
+    def _load_accounting(self, state: RecoveredState) -> list[tuple[str, int, int]]:
+        """Take over what recovery found; returns the delivery counts to write again (a copy
+        whose MESSAGE_DELIVERED a crash tore off: see RecoveredMessage.count_recorded)."""
         self._segments = set(state.segments) - set(state.report.dropped_segments)
         self._sizes = dict(state.segment_sizes)
         self._flushed_bytes = {s: max(size, SEGMENT_HEADER.size) for s, size in self._sizes.items()}
         self._refs = {s: set(r) for s, r in state.references.items()}
+        torn_counts: list[tuple[str, int, int]] = []
+        live, live_bytes = self._live, self._live_bytes
         for queue_state in state.queues.values():
+            name = queue_state.name
             record = encode_queue_created(
-                queue_state.name,
+                name,
                 queue_state.address,
                 queue_state.filter,
                 queue_state.kind,
                 queue_state.selector,
             )
-            self._queue_defs[queue_state.name] = (record, queue_state.segment)
+            self._queue_defs[name] = (record, queue_state.segment)
             self._hold(queue_state.segment, len(record))
-            seqs = self._locations.setdefault(queue_state.name, {})
+            seqs = self._locations.setdefault(name, {})
+            delivered: dict[int, int] = {}
+            # One pass per message of a backlog of millions at start-up: _hold and _pack
+            # written out.
             for seq, item in queue_state.messages.items():
-                seqs[seq] = _pack(item.segment, item.size, item.offset)
-                self._hold(item.segment, item.size)
+                segment, size = item.segment, item.size
+                seqs[seq] = segment << 64 | item.offset << 32 | size
+                live[segment] = live.get(segment, 0) + 1
+                live_bytes[segment] = live_bytes.get(segment, 0) + size
                 if item.delivery_count:
-                    self._delivered.setdefault(queue_state.name, {})[seq] = item.delivery_count
+                    delivered[seq] = item.delivery_count
+                    if not item.count_recorded:
+                        torn_counts.append((name, seq, item.delivery_count))
+            if delivered:
+                self._delivered.setdefault(name, {}).update(delivered)
         for address, ids in state.duplicate_ids.items():
             for duplicate_id, found in ids.items():
                 record = encode_duplicate_id(address, found.seq, duplicate_id)
                 self._duplicates[(address, duplicate_id)] = (record, found.segment)
                 self._hold(found.segment, len(record))
+        return torn_counts
 
 
 async def _within(waiting: Awaitable[object], what: str) -> bool:
