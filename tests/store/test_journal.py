@@ -12,6 +12,7 @@ import errno
 import os
 import threading
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -946,3 +947,31 @@ def test_a_delivery_count_torn_off_its_copy_is_written_again_at_open(tmp_path: P
     assert {seq: item.delivery_count for seq, item in state.queues["orders"].messages.items()} == {
         1: 2
     }
+
+
+def test_the_journal_keeps_no_recovered_message_once_open_returns(tmp_path: Path) -> None:
+    """What recovery hands over belongs to the broker: a message acked after a restart must
+    be freed, so the journal may not hold the recovered state (it once did, for ever)."""
+
+    async def first_run() -> None:
+        journal = open_journal(tmp_path)
+        journal.record_queue("orders", "orders", None)
+        for n in range(1, 201):
+            journal.record_message("orders", n, message(n, size=50_000))
+        await journal.close()
+
+    async def reopen() -> int:
+        journal = Journal(tmp_path)
+        tracemalloc.start()
+        try:
+            state = journal.open(asyncio.get_running_loop())
+            assert len(state.queues["orders"].messages) == 200  # 10 MB of bodies
+            del state
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        await journal.close()
+        return held
+
+    run(first_run)
+    assert run(reopen) < 2_000_000
