@@ -291,7 +291,8 @@ def restore(router: Router, state: RecoveredState) -> None:
             )
         else:
             queue = router.restore_queue(recovered.name)
-        queue.restore(_entries(recovered))
+        holds = {seq: m.hold_until for seq, m in recovered.messages.items() if m.hold_until}
+        queue.restore(_entries(recovered), holds)
 
     for address, ids in state.duplicate_ids.items():
         router.dedup.restore(address, ((found.seq, dup_id) for dup_id, found in ids.items()))

@@ -40,8 +40,11 @@ class RecordingStore(MemoryStore):
     def record_ack(self, queue: str, seq: int) -> None:
         self.calls.append(("ack", queue, seq))
 
-    def record_delivery(self, queue: str, seq: int, delivery_count: int) -> None:
-        self.calls.append(("delivery", queue, seq, delivery_count))
+    def record_delivery(
+        self, queue: str, seq: int, delivery_count: int, hold_until: int = 0
+    ) -> None:
+        held = (hold_until,) if hold_until else ()
+        self.calls.append(("delivery", queue, seq, delivery_count, *held))
 
     def begin_atomic(self) -> None:
         self.calls.append(("begin",))

@@ -1,6 +1,6 @@
 """Policies through stomp.py against ``dovecote run --config``: redelivery back-off and dead
-letters, expiry, bounded and last-value queues; dead letters and delivery counts across a
-clean restart and a kill -9.
+letters, expiry, bounded and last-value queues; dead letters, delivery counts and redelivery
+holds across a clean restart and a kill -9.
 
 Every queue name starts with ``it.<policy>.`` and ends with the test's unique prefix, so the
 tests share one broker (and its config) without sharing queues.
@@ -52,6 +52,10 @@ last_value_key = "symbol"
 [[policy]]
 match = "it.durable.>"
 max_redeliveries = 1
+
+[[policy]]
+match = "it.held.>"
+initial_redelivery_delay_ms = 6000
 """
 
 
@@ -216,5 +220,51 @@ def test_dead_letters_and_delivery_counts_survive(tmp_path: Path, how: str) -> N
         assert [m.body for m in consumer.inbox.wait_messages(2)][-1] == "marker"
         for p in (dlq, consumer, producer):
             p.close()
+    finally:
+        assert broker.stop() == 0
+
+
+HOLD = 6.0  # it.held.>'s redelivery delay, seconds
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["restart", "kill -9"])
+def test_a_redelivery_hold_survives(tmp_path: Path, how: str) -> None:
+    """A NACKed persistent message waits out its redelivery delay across a restart (it was
+    available at once after one): not delivered before the delay ends, then redelivered."""
+    queue = "/queue/it.held.work"
+    broker = start(tmp_path, tmp_path / "data", "first")
+    peers: list[Peer] = []
+    try:
+        producer = Peer(broker.port)
+        peers.append(producer)
+        producer.send(queue, "held", persistent="true")
+        consumer = Peer(broker.port)
+        peers.append(consumer)
+        consumer.subscribe(queue, "0", ack="client-individual")
+        (first,) = consumer.inbox.wait_messages(1)
+        consumer.conn.nack(first.headers["ack"])
+        nacked = time.monotonic()
+        # Everything before this receipt is durable (the lazily written hold included).
+        producer.send("/queue/it.held.sync", "sync", persistent="true")
+    finally:
+        for p in peers:
+            p.conn.transport.disconnect_socket()
+    assert broker.stop(signal.SIGKILL if how == "kill -9" else signal.SIGTERM) in (0, -9)
+    broker = start(tmp_path, tmp_path / "data", "second")
+    try:
+        consumer = Peer(broker.port)
+        consumer.subscribe(queue, "0", ack="client-individual")
+        quiet_until = nacked + HOLD - 1.0
+        while time.monotonic() < quiet_until:
+            assert not consumer.inbox.messages, "delivered before its redelivery delay ended"
+            time.sleep(0.05)
+        (again,) = consumer.inbox.wait_messages(1)
+        assert time.monotonic() - nacked >= HOLD - 1.0
+        assert again.body == "held"
+        assert again.headers["redelivered"] == "true"
+        assert again.headers["JMSXDeliveryCount"] == "2"
+        consumer.conn.ack(again.headers["ack"])
+        consumer.close()
     finally:
         assert broker.stop() == 0

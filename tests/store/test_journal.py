@@ -975,3 +975,38 @@ def test_the_journal_keeps_no_recovered_message_once_open_returns(tmp_path: Path
 
     run(first_run)
     assert run(reopen) < 2_000_000
+
+
+def test_a_redelivery_hold_survives_a_restart_and_an_evacuation(tmp_path: Path) -> None:
+    """A message held for a redelivery delay is held after a restart until the same moment:
+    its MESSAGE_DELIVERED carries the end of the hold, the next delivery's record ends it, and
+    an evacuated copy carries it on."""
+    until = 1_795_000_000_000
+
+    async def scenario() -> None:
+        journal = open_journal(tmp_path, SMALL)
+        journal.record_queue("orders", "orders", None)
+        for n in (1, 2, 3):
+            journal.record_message("orders", n, message(n, size=100))
+            journal.record_delivery("orders", n, 1)
+        journal.record_delivery("orders", 1, 1, until)  # nacked: held
+        journal.record_delivery("orders", 2, 1, until)  # held, then delivered again
+        journal.record_delivery("orders", 2, 2)
+        await durable(journal)
+        n = 3
+        while 1 in list_segments(tmp_path):  # rotations until the first segment is evacuated
+            n += 1
+            assert n < 100, "the first segment was never reclaimed"
+            journal.record_message("orders", n, message(n, size=300))
+            await durable(journal)
+            journal.record_ack("orders", n)
+            await asyncio.sleep(0.01)  # (its deletion is the writer's)
+        await journal.close()
+
+    run(scenario)
+    state = recover(tmp_path)
+    assert state.report.problems == []
+    assert {
+        seq: (item.delivery_count, item.hold_until)
+        for seq, item in state.queues["orders"].messages.items()
+    } == {1: (1, until), 2: (2, 0), 3: (1, 0)}

@@ -29,6 +29,7 @@ from dovecote.store.record import (
     RecordType,
     SegmentHeader,
     UnsupportedFormat,
+    decode_delivered,
     decode_duplicate_id,
     decode_group,
     decode_message_added,
@@ -36,6 +37,7 @@ from dovecote.store.record import (
     decode_queue_created,
     decode_queue_selector,
     decode_queue_seq,
+    encode_delivered,
     encode_duplicate_id,
     encode_group,
     encode_message_added,
@@ -164,6 +166,30 @@ def _roundtrip_cases() -> list[tuple[str, bytes, Callable[[bytes], Any], Any]]:
             ("orders", 7, 3),
         ),
         (
+            "message-delivered-held",
+            encode_delivered("orders", 7, 3, 1_795_000_000_123),
+            decode_delivered,
+            ("orders", 7, 3, 1_795_000_000_123),
+        ),
+        (
+            "message-delivered-no-hold",
+            encode_delivered("orders", 7, 3),
+            decode_delivered,
+            ("orders", 7, 3, 0),
+        ),
+        (
+            "message-delivered-before-holds",  # as written before the hold field existed
+            encode_queue_seq(RecordType.MESSAGE_DELIVERED, "orders", 7, 3),
+            decode_delivered,
+            ("orders", 7, 3, 0),
+        ),
+        (
+            "message-delivered-held-read-as-before",  # what a broker older than holds sees
+            encode_delivered("orders", 7, 3, 1_795_000_000_123),
+            decode_queue_seq,
+            ("orders", 7, 3),
+        ),
+        (
             "message-delivered-max-count",
             encode_queue_seq(RecordType.MESSAGE_DELIVERED, "ü", 1, U32_MAX),
             decode_queue_seq,
@@ -216,6 +242,10 @@ EXPECTED_TYPE = {
     "message-acked-max-seq": RecordType.MESSAGE_ACKED,
     "message-delivered": RecordType.MESSAGE_DELIVERED,
     "message-delivered-max-count": RecordType.MESSAGE_DELIVERED,
+    "message-delivered-held": RecordType.MESSAGE_DELIVERED,
+    "message-delivered-no-hold": RecordType.MESSAGE_DELIVERED,
+    "message-delivered-before-holds": RecordType.MESSAGE_DELIVERED,
+    "message-delivered-held-read-as-before": RecordType.MESSAGE_DELIVERED,
     "atomic-begin": RecordType.ATOMIC_BEGIN,
     "atomic-commit-max": RecordType.ATOMIC_COMMIT,
     "duplicate-id": RecordType.DUPLICATE_ID,

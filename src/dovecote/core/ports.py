@@ -61,8 +61,12 @@ class Store(Protocol):
         """The message at ``seq`` left the queue for good (acknowledged, expired, purged)."""
         ...
 
-    def record_delivery(self, queue: str, seq: int, delivery_count: int) -> None:
-        """The message at ``seq`` was handed to a consumer (for ``redelivered`` after a crash)."""
+    def record_delivery(
+        self, queue: str, seq: int, delivery_count: int, hold_until: int = 0
+    ) -> None:
+        """The message at ``seq`` was handed to a consumer (for ``redelivered`` after a crash);
+        with ``hold_until`` (epoch ms), it came back and waits out a redelivery delay until
+        then (so that it is not available at once after a restart)."""
         ...
 
     def is_on_disk(self, queue: str, seq: int) -> bool:

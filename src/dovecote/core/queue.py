@@ -45,7 +45,7 @@ Invariants:
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
@@ -206,33 +206,44 @@ class Queue(QueueView, QueuePolicy, QueuePaging):
             self._settle(entry)
         return len(dropped)
 
-    def restore(self, entries: Iterable[QueueEntry]) -> None:
+    def restore(
+        self, entries: Iterable[QueueEntry], holds: Mapping[int, int] | None = None
+    ) -> None:
         """Put back entries recovered from the store (at start-up), in the order given (each
         level keeps it), keeping their seqs. One call per queue: a backlog of millions goes
-        through this loop at start-up."""
+        through this loop at start-up. ``holds``: seq -> when the redelivery delay an entry
+        was waiting out ends (epoch ms); one not over yet is held until then."""
         ready, pageable = self._ready, self._pageable
         key = self.policy.last_value_key if self.policy is not None else None
+        holds = holds or {}
+        now = self._now_ms() if holds and self._timers is not None else None
+        held: list[tuple[QueueEntry, int]] = []
         top, next_seq, count, size = self._top, self._next_seq, 0, 0
         for entry in entries:
             message = entry.message
             size += len(message.body)
+            count += 1
+            if entry.seq >= next_seq:
+                next_seq = entry.seq + 1
+            if key is not None and key in message.properties:
+                self._last_values[message.properties[key]] = entry
+            if now is not None and holds.get(entry.seq, 0) > now:
+                held.append((entry, holds[entry.seq] - now))
+                continue
             if not entry.paged:
                 pageable.append(entry)
             priority = message.priority
             ready[priority][entry.seq] = entry
             if priority > top:
                 top = priority
-            if entry.seq >= next_seq:
-                next_seq = entry.seq + 1
             if message.expires:
                 self._watch_expiry(entry)
-            if key is not None and key in message.properties:
-                self._last_values[message.properties[key]] = entry
-            count += 1
         self._budget.charge(size, count)
         self._top, self._next_seq = top, next_seq
-        self._fresh_count += count
-        self._ready_count += count
+        self._fresh_count += count - len(held)
+        self._ready_count += count - len(held)
+        for entry, delay_ms in held:
+            self._hold(entry, delay_ms, record=False)  # (its record is there already)
 
     # --- consumers ----------------------------------------------------------------------------
 

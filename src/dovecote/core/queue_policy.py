@@ -5,7 +5,9 @@ dispatch (queue.py) and policies (here) can change independently. It works on th
 state (``_ready``, ``_ready_count``, ``_settle``, ``_requeue``, ``dispatch``) and owns its own:
 
 - ``_held``: entries waiting out a redelivery delay (in neither ``ready`` nor any consumer's
-  ``in_flight``), each with a timer that puts it back at the front of its priority level.
+  ``in_flight``), each with a timer that puts it back at the front of its priority level. A
+  persistent one's hold is journaled (with its delivery count), so that after a restart it is
+  held until the same moment (``Queue.restore``).
 - ``_expiring``: a heap of (expires, n, entry) for ready entries that can expire; the reaper
   pops what is due, skipping entries no longer ready; rebuilt when mostly stale.
 - ``_last_values``: the latest entry per value of the policy's ``last_value_key``.
@@ -27,6 +29,7 @@ from dovecote.core.policy import AddressPolicy, Overflow
 
 if TYPE_CHECKING:
     from dovecote.core.parking import Parking
+    from dovecote.core.ports import Store
     from dovecote.core.timers import Timers
 
 # Moves an entry that left its queue for good to the dead-letter queue (the router does it).
@@ -44,6 +47,7 @@ class QueuePolicy:
     _fresh_count: int
     _ready_count: int
     _now_ms: Callable[[], int]
+    _store: Store
 
     def _init_policy(
         self,
@@ -135,11 +139,14 @@ class QueuePolicy:
         if back:
             self._requeue(back)
 
-    def _hold(self, entry: QueueEntry, delay_ms: int) -> None:
+    def _hold(self, entry: QueueEntry, delay_ms: int, *, record: bool = True) -> None:
         assert self._timers is not None
         entry.ready = False
         self._held[entry.seq] = entry
         self._timers.call_later(delay_ms, lambda: self._unhold(entry))
+        if record and self.durable and entry.message.persistent:
+            until = self._now_ms() + delay_ms
+            self._store.record_delivery(self.name, entry.seq, entry.delivery_count, until)
 
     def _unhold(self, entry: QueueEntry) -> None:
         if self._held.get(entry.seq) is not entry:

@@ -21,6 +21,7 @@ from dovecote.store.record import (
     RecordType,
     SegmentHeader,
     UnsupportedFormat,
+    decode_delivered,
     decode_duplicate_id,
     decode_group,
     decode_message_added,
@@ -133,10 +134,15 @@ def describe(kind: RecordType, payload: bytes) -> str:
             f"expires={message.expires} properties={len(message.properties)} "
             f"body={len(message.body)}B"
         )
-    if kind in (RecordType.MESSAGE_ACKED, RecordType.MESSAGE_DELIVERED):
-        queue, seq, count = decode_queue_seq(payload)
+    if kind is RecordType.MESSAGE_DELIVERED:
+        queue, seq, count, hold_until = decode_delivered(payload)
         extra = f" count={count}" if count is not None else ""
-        return f"{kind.name} {queue}#{seq}{extra}"
+        if hold_until:
+            extra += f" held-until={hold_until}"
+        return f"MESSAGE_DELIVERED {queue}#{seq}{extra}"
+    if kind is RecordType.MESSAGE_ACKED:
+        queue, seq, _ = decode_queue_seq(payload)
+        return f"MESSAGE_ACKED {queue}#{seq}"
     if kind is RecordType.DUPLICATE_ID:
         address, seq, duplicate_id = decode_duplicate_id(payload)
         return f"DUPLICATE_ID {address}#{seq} id={duplicate_id}"

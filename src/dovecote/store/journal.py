@@ -38,6 +38,7 @@ from dovecote.store.record import (
     QueueKind,
     RecordType,
     decode_message_added,
+    encode_delivered,
     encode_duplicate_id,
     encode_group,
     encode_message_added,
@@ -94,7 +95,8 @@ class Journal:
         self._locations: dict[str, dict[int, int]] = {}  # queue -> seq -> _pack(place)
         self._queue_defs: dict[str, tuple[bytes, int]] = {}  # name -> (record, segment)
         self._duplicates: dict[tuple[str, str], tuple[bytes, int]] = {}  # (address, id) -> same
-        self._delivered: dict[str, dict[int, int]] = {}  # queue -> seq -> delivery count
+        # queue -> seq -> (delivery count, end of the redelivery delay it waits out or 0)
+        self._delivered: dict[str, dict[int, tuple[int, int]]] = {}
         self._evacuating: int | None = None
         self._closing = False
         self._evacuation_read: asyncio.Future[dict[tuple[str, int], bytes]] | None = None
@@ -135,8 +137,8 @@ class Journal:
         self._sizes[self._segment] = self._segment_bytes
         # A copy whose MESSAGE_DELIVERED was torn off by the crash: its count is only in the
         # records of an older copy, which may go now. Write it again, after the copy.
-        for name, seq, count in torn_counts:
-            self.record_delivery(name, seq, count)
+        for name, seq, count, hold_until in torn_counts:
+            self.record_delivery(name, seq, count, hold_until)
         return state
 
     async def close(self) -> None:
@@ -226,14 +228,15 @@ class Journal:
             self._refer(_segment_of(packed))
             self._release(_segment_of(packed), _size_of(packed))
 
-    def record_delivery(self, queue: str, seq: int, delivery_count: int) -> None:
+    def record_delivery(
+        self, queue: str, seq: int, delivery_count: int, hold_until: int = 0
+    ) -> None:
         packed = self._locations.get(queue, {}).get(seq)
         if packed is None:
             return
-        record = encode_queue_seq(RecordType.MESSAGE_DELIVERED, queue, seq, delivery_count)
-        self._append(record, lazy=True)
+        self._append(encode_delivered(queue, seq, delivery_count, hold_until), lazy=True)
         self._refer(_segment_of(packed))
-        self._delivered.setdefault(queue, {})[seq] = delivery_count
+        self._delivered.setdefault(queue, {})[seq] = (delivery_count, hold_until)
 
     def is_on_disk(self, queue: str, seq: int) -> bool:
         """True once the message's record is written, so its body may leave memory."""
@@ -561,20 +564,20 @@ class Journal:
         # The copy outlives the original (else acks of the copy could go first and the
         # original come back), and carries its delivery count (else it is lost with it).
         self._refer(segment)
-        count = self._delivered.get(name, {}).get(seq)
-        if count:
+        delivered = self._delivered.get(name, {}).get(seq)
+        if delivered is not None:
             copy_segment = self._segment
-            self._append(encode_queue_seq(RecordType.MESSAGE_DELIVERED, name, seq, count))
+            self._append(encode_delivered(name, seq, *delivered))
             self._refer(copy_segment)
 
-    def _load_accounting(self, state: RecoveredState) -> list[tuple[str, int, int]]:
+    def _load_accounting(self, state: RecoveredState) -> list[tuple[str, int, int, int]]:
         """Take over what recovery found; returns the delivery counts to write again (a copy
         whose MESSAGE_DELIVERED a crash tore off: see RecoveredMessage.count_recorded)."""
         self._segments = set(state.segments) - set(state.report.dropped_segments)
         self._sizes = dict(state.segment_sizes)
         self._flushed_bytes = {s: max(size, SEGMENT_HEADER.size) for s, size in self._sizes.items()}
         self._refs = {s: set(r) for s, r in state.references.items()}
-        torn_counts: list[tuple[str, int, int]] = []
+        torn_counts: list[tuple[str, int, int, int]] = []
         live, live_bytes = self._live, self._live_bytes
         for queue_state in state.queues.values():
             name = queue_state.name
@@ -588,7 +591,7 @@ class Journal:
             self._queue_defs[name] = (record, queue_state.segment)
             self._hold(queue_state.segment, len(record))
             seqs = self._locations.setdefault(name, {})
-            delivered: dict[int, int] = {}
+            delivered: dict[int, tuple[int, int]] = {}
             # One pass per message of a backlog of millions at start-up: _hold and _pack
             # written out.
             for seq, item in queue_state.messages.items():
@@ -597,9 +600,9 @@ class Journal:
                 live[segment] = live.get(segment, 0) + 1
                 live_bytes[segment] = live_bytes.get(segment, 0) + size
                 if item.delivery_count:
-                    delivered[seq] = item.delivery_count
+                    delivered[seq] = (item.delivery_count, item.hold_until)
                     if not item.count_recorded:
-                        torn_counts.append((name, seq, item.delivery_count))
+                        torn_counts.append((name, seq, item.delivery_count, item.hold_until))
             if delivered:
                 self._delivered.setdefault(name, {}).update(delivered)
         for address, ids in state.duplicate_ids.items():

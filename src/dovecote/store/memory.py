@@ -16,7 +16,9 @@ class MemoryStore:
     def is_available(self) -> bool:
         return True
 
-    def record_delivery(self, queue: str, seq: int, delivery_count: int) -> None:
+    def record_delivery(
+        self, queue: str, seq: int, delivery_count: int, hold_until: int = 0
+    ) -> None:
         return None
 
     def is_on_disk(self, queue: str, seq: int) -> bool:

@@ -43,7 +43,10 @@ class RecordType(IntEnum):
     QUEUE_DELETED = 2  # name str16
     MESSAGE_ADDED = 3  # queue str16 | seq u64 | message (see encode_message)
     MESSAGE_ACKED = 4  # queue str16 | seq u64
-    MESSAGE_DELIVERED = 5  # queue str16 | seq u64 | delivery count u32
+    # MESSAGE_DELIVERED: queue str16 | seq u64 | delivery count u32, then optionally hold-until
+    # u64 (epoch ms: the message waits out a redelivery delay until then; absent = no hold).
+    # Readers that predate the hold ignore it (as any trailing bytes of this record).
+    MESSAGE_DELIVERED = 5
     ATOMIC_BEGIN = 6  # group id u64: records up to ATOMIC_COMMIT apply together or not at all
     ATOMIC_COMMIT = 7  # group id u64
     DUPLICATE_ID = 8  # address str16 | seq u64 | duplicate id str16
@@ -244,6 +247,26 @@ def decode_queue_seq(payload: Payload) -> tuple[str, int, int | None]:
     except UnicodeDecodeError:
         raise CorruptRecord("record text is not UTF-8") from None
     return queue, seq, extra
+
+
+def encode_delivered(queue: str, seq: int, count: int, hold_until: int = 0) -> bytes:
+    """MESSAGE_DELIVERED: ``count`` deliveries so far; ``hold_until`` (epoch ms, 0: none) is
+    when a redelivery delay the message is waiting out ends."""
+    payload = _str16(queue) + _U64.pack(seq) + _U32.pack(count)
+    if hold_until:
+        payload += _U64.pack(hold_until)
+    return frame_record(RecordType.MESSAGE_DELIVERED, payload)
+
+
+def decode_delivered(payload: Payload) -> tuple[str, int, int | None, int]:
+    """(queue, seq, delivery count or None, hold-until or 0) of a MESSAGE_DELIVERED."""
+    queue, seq, count = decode_queue_seq(payload)
+    (length,) = _U16.unpack_from(payload, 0)
+    at = 2 + length + 8 + 4  # past the count
+    if count is None or len(payload) < at + 8:
+        return queue, seq, count, 0
+    (hold_until,) = _U64.unpack_from(payload, at)
+    return queue, seq, count, hold_until
 
 
 def peek_queue_seq(payload: Payload) -> tuple[str, int]:

@@ -29,6 +29,7 @@ from dovecote.store.record import (
     QueueKind,
     RecordType,
     SegmentHeader,
+    decode_delivered,
     decode_duplicate_id,
     decode_group,
     decode_message_added,
@@ -70,6 +71,9 @@ class RecoveredMessage:
     # this record (a crash tore it off): the records that hold it may be deleted now that the
     # copy is the message's place, so the journal writes the count again (Journal.open).
     count_recorded: bool = True
+    # When the redelivery delay the message was waiting out at the end ends (epoch ms; 0:
+    # none): it is held until then after the restart too.
+    hold_until: int = 0
 
 
 @dataclass(slots=True)
@@ -159,12 +163,15 @@ class _Replayer:
             if acked is not None and acked.segment != segment:
                 self._refer(segment, acked.segment)
         elif kind is RecordType.MESSAGE_DELIVERED:
-            queue_name, seq, count = decode_queue_seq(payload)
+            queue_name, seq, count, hold_until = decode_delivered(payload)
             queue = self.state.queues.get(queue_name)
             delivered = queue.messages.get(seq) if queue is not None else None
             if delivered is not None and count is not None:
                 if count >= delivered.delivery_count:
+                    # (A hold is written with the count of the delivery it follows; the
+                    # next delivery's record, without one, ends it.)
                     delivered.delivery_count = count
+                    delivered.hold_until = hold_until
                     delivered.count_recorded = True
                 self._refer(segment, delivered.segment)
         elif kind is RecordType.DUPLICATE_ID:
@@ -197,6 +204,7 @@ class _Replayer:
             # An evacuated copy while the original's segment still exists: the copy keeps
             # its delivery count, and must outlive it (acks of the copy refer to the copy).
             item.delivery_count = original.delivery_count
+            item.hold_until = original.hold_until
             item.count_recorded = not original.delivery_count
             self._refer(segment, original.segment)
         queue.messages[seq] = item
