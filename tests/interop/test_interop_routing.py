@@ -271,6 +271,38 @@ def test_consumer_and_connection_advisories(stomp_peer, unique):
     assert message.headers["content-type"] == "application/json"
 
 
+def test_producer_advisories(stomp_peer, unique):
+    """A STOMP connection produces to a destination from its first SEND until it closes."""
+    watcher = stomp_peer()
+    watcher.subscribe(f"/topic/ActiveMQ.Advisory.Producer.Queue.{unique}", "p")
+    watcher.subscribe("/topic/ActiveMQ.Advisory.>", "all")
+    producer = stomp_peer()
+    producer.send(f"/queue/{unique}", "one")
+    producer.send(f"/queue/{unique}", "two")  # the same producer: no second advisory
+    producer.close()
+
+    def events(sub: str) -> list[dict]:
+        bodies = [
+            json.loads(m.body)
+            for m in list(watcher.inbox.messages)
+            if m.headers["subscription"] == sub
+        ]
+        return [b for b in bodies if b["type"] == "Producer" and b["destination"] == unique]
+
+    deadline = time.monotonic() + 5
+    while (len(events("p")) < 2 or len(events("all")) < 2) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    added, removed = events("p")
+    assert (added["event"], added["producerCount"]) == ("add", 1)
+    assert (removed["event"], removed["producerCount"]) == ("remove", 0)
+    assert added["connectionId"] == removed["connectionId"]
+    assert added["producerId"] == f"1@{added['connectionId']}"
+    assert [(e["event"], e["producerCount"]) for e in events("all")] == [("add", 1), ("remove", 0)]
+    message = next(m for m in watcher.inbox.messages if m.headers["subscription"] == "p")
+    assert message.headers["destination"] == f"/topic/ActiveMQ.Advisory.Producer.Queue.{unique}"
+    assert message.headers["advisoryType"] == "Producer"
+
+
 # --- persisted across a restart and a kill -9 -------------------------------------------------
 
 

@@ -3,7 +3,8 @@
 SEND headers the broker acts on (``destination``, ``persistent``, ``priority``, ``expires``,
 ``reply-to``, ``transaction``, ``receipt``, ``AMQ_SCHEDULED_*``, ``_AMQ_DUPL_ID``) are listed
 in :mod:`dovecote.adapters.stomp_send`; every other header passes through unchanged. A SEND
-``destination`` may be composite (comma-separated; see stomp_mapping).
+``destination`` may be composite (comma-separated; see stomp_mapping). An accepted SEND makes
+the connection a producer of its destination(s) until it closes (``stomp_send.Producing``).
 
 SUBSCRIBE headers (``ack``, ``activemq.prefetchSize``, ``selector``, ``activemq.exclusive``,
 ``activemq.priority``, ``browser``, ``activemq.subscriptionName``) are read by
@@ -39,7 +40,7 @@ from dovecote.adapters.stomp_mapping import (
     destinations_to_core,
     reply_to_from_client,
 )
-from dovecote.adapters.stomp_send import NOT_PASSED_THROUGH, expires_of, priority_of
+from dovecote.adapters.stomp_send import NOT_PASSED_THROUGH, Producing, expires_of, priority_of
 from dovecote.adapters.stomp_subscribe import SubscribeOptions, subscribe_options
 from dovecote.core import advisory
 from dovecote.core.errors import CoreError, ErrorCode, InvalidRequest, NotFound
@@ -97,6 +98,7 @@ class StompSession(LinkedSession):
         "_max_subscriptions",
         "_max_transactions",
         "_next_number",
+        "_producing",
         "_subscriptions",
         "_transactions",
     )
@@ -125,6 +127,7 @@ class StompSession(LinkedSession):
         self._client_id: str | None = None
         self._browsing: dict[str, QueueBrowser] = {}  # browser subscriptions still sending
         self._connected = False
+        self._producing = Producing(router.producers, link.connection_id)
 
     # --- transport callbacks ------------------------------------------------------------------
 
@@ -159,6 +162,7 @@ class StompSession(LinkedSession):
         self._composites.clear()
         self._by_number.clear()
         self._browsing.clear()
+        self._producing.close()
         self._router.delete_owned(self._link.connection_id)
         if self._client_id is not None:
             self._router.release_client_id(self._client_id, self)
@@ -273,12 +277,16 @@ class StompSession(LinkedSession):
             tx = self._transaction(tx_id)
             for message in messages:
                 tx.add_send(message)
+            if text not in self._producing.seen:
+                self._producing.add(text, destinations, self._advisory_fields("add"))
             self._receipt(frame)
             return
         if len(messages) == 1:
             router.send(messages[0])
         else:
             router.send_all(messages)  # a composite destination: all or none
+        if text not in self._producing.seen:  # (all a repeated SEND costs: see Producing)
+            self._producing.add(text, destinations, self._advisory_fields("add"))
         if persistent or management:  # (a REMOVE is acked in the journal: durable first)
             self._receipt_when_durable(frame)
         else:

@@ -15,6 +15,11 @@ ActiveMQ sends its command objects; over STOMP they reach clients as JSON when t
 application/json``, ``type: Advisory``): an object with ``type`` (the kind), ``event`` and the
 event's fields (strings and numbers), plus ``timestamp`` (epoch ms).
 
+Who publishes them: the protocol adapters (``Connection``); the router as consumers attach and
+leave (``Consumer``); :mod:`dovecote.core.producers` as adapters tell it who sends where
+(``Producer``; a STOMP producer is a connection's first SEND to a destination, see
+docs/stomp.md); the router's dead-letter handling (``Expired``, ``MessageDLQd``).
+
 Advisories are non-persistent, and built only when some subscription matches the topic
 (:meth:`dovecote.core.router.Router.advise` asks the subscription trie first). No advisory is
 published about an advisory topic, or about a wildcard subscription (its name is no address).

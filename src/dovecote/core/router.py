@@ -33,7 +33,9 @@ Also routed here (issue #4):
   on message properties. A message to the topic ``ActiveMQ.Scheduler.Management`` is an
   order to the scheduler (:mod:`dovecote.core.schedule_management`), never routed.
 - Composite sends (:meth:`Router.send_all`): one message to several addresses, atomically.
-- Advisory messages (:mod:`dovecote.core.advisory`) through :meth:`Router.advise`.
+- Advisory messages (:mod:`dovecote.core.advisory`) through :meth:`Router.advise`; the
+  producers behind the Producer advisories in :attr:`Router.producers`
+  (:mod:`dovecote.core.producers`), which protocol adapters tell who sends where.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from dovecote.core.matching import TopicTrie, is_valid_pattern, is_wildcard
 from dovecote.core.message import Message, RoutingType
 from dovecote.core.policy import PolicyMap
 from dovecote.core.ports import Clock, Store
+from dovecote.core.producers import Producers
 from dovecote.core.queue import Consumer, Queue
 from dovecote.core.router_policy import (
     DeadLetters,
@@ -122,6 +125,7 @@ class Router:
         self._virtual: TopicTrie[Queue] = TopicTrie()  # virtual topic -> its consumer queues
         self._consumer_info: dict[Consumer, tuple[RoutingType, str, Mapping[str, str]]] = {}
         self.advisories = advisories
+        self.producers = Producers(self.advise)  # who sends where (Producer advisories)
         self.dedup = DuplicateCache(store, duplicate_cache_size)
         self.scheduler = Scheduler(
             store,
@@ -320,15 +324,16 @@ class Router:
     def advise(
         self,
         kind: str,
-        fields: Mapping[str, object],
+        fields: Mapping[str, object] | Callable[[], Mapping[str, object]],
         *,
         routing: RoutingType | None = None,
         address: str = "",
     ) -> bool:
-        """Publish an advisory (``advisory.CONNECTION``, ``CONSUMER``, ``EXPIRED``,
+        """Publish an advisory (``advisory.CONNECTION``, ``CONSUMER``, ``PRODUCER``, ``EXPIRED``,
         ``DEAD_LETTERED`` ...) about ``address``; True if anyone subscribed to it.
 
-        Costs one cached trie lookup when nobody listens: the message is built only then.
+        Costs one cached trie lookup when nobody listens: the message is built only then (and
+        ``fields``, if given as a function, called only then).
         """
         if not self.advisories:
             return False
@@ -340,6 +345,8 @@ class Router:
             queues = self._match_topic(topic)
         if not queues:
             return False
+        if callable(fields):
+            fields = fields()
         message = advisory.advisory_message(
             self.new_message_id(), topic, kind, fields, self.clock.now_ms()
         )
