@@ -13,6 +13,10 @@ Invariants:
 Parsing follows STOMP 1.2 "Augmented BNF": a command line, header lines, a blank line, a body
 ended by NUL. With ``content-length`` the body is exactly that many octets and must be followed
 by NUL; without it the body ends at the first NUL. Lines may end in CRLF or LF.
+
+The common frame is decoded by the optional C accelerator when it is built
+(:mod:`dovecote.protocols.stomp.speedups`); it hands everything else back to ``_parse`` here,
+the reference, so both give the same frames and the same errors.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from dovecote.protocols._errors import FrameTooLarge, RemoteProtocolError
+from dovecote.protocols.stomp import speedups
 from dovecote.protocols.stomp.frames import (
     COMMANDS_BY_WIRE,
     UNESCAPED_COMMANDS,
@@ -59,14 +64,18 @@ _EOL_BYTES: Final = b"\r\n"
 class FrameDecoder:
     """Incremental decoder for one direction of a STOMP byte stream."""
 
-    __slots__ = ("_broken", "_buf", "_pos", "limits", "version")
+    __slots__ = ("_broken", "_buf", "_pos", "_scan", "limits", "version")
 
-    def __init__(self, limits: FrameLimits | None = None, version: str = "1.2") -> None:
+    def __init__(
+        self, limits: FrameLimits | None = None, version: str = "1.2", *, accelerated: bool = True
+    ) -> None:
         self.limits = limits or FrameLimits()
         self.version = version
         self._buf: bytes | bytearray = b""
         self._pos = 0
         self._broken = False
+        # The C fast path for plain frames, when built (``accelerated=False``: never).
+        self._scan = speedups.scan_frame if accelerated else None
 
     @property
     def buffered(self) -> int:
@@ -94,6 +103,20 @@ class FrameDecoder:
         """Return the next complete frame, or NEED_DATA. Raises RemoteProtocolError."""
         if self._broken:
             raise RemoteProtocolError("connection is in an error state", code="broken")
+        scan = self._scan
+        if scan is not None:
+            limits = self.limits
+            found = scan(
+                self._buf,
+                self._pos,
+                limits.max_header_bytes,
+                limits.max_headers,
+                limits.max_body_bytes,
+                COMMANDS_BY_WIRE,
+            )
+            if found is not None:
+                command, headers, body, self._pos = found
+                return Frame(command, headers, body)
         try:
             return self._parse()
         except RemoteProtocolError:
