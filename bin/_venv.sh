@@ -1,7 +1,7 @@
 # Sourced by bin/dovecote and bin/test: make sure .venv exists and holds this checkout.
-# Reinstalls only when pyproject.toml, setup.py or the C accelerator's source changes, so
-# repeated runs start at once. (The accelerator is optional: without a compiler the install
-# goes on without it, on the pure-Python codec.)
+# Reinstalls only when pyproject.toml, setup.py or a C accelerator's source changes, so
+# repeated runs start at once. (The accelerators are optional: without a compiler the install
+# goes on without them, on the pure-Python code.)
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 py=${PYTHON:-python3}
@@ -9,7 +9,7 @@ py=${PYTHON:-python3}
     echo "dovecote needs Python 3.11 or newer (found: $("$py" --version 2>&1))" >&2; exit 2; }
 venv="$root/.venv"
 stamp="$venv/.dovecote-installed"
-want="$(cat "$root/pyproject.toml" "$root/setup.py" "$root/src/dovecote/protocols/stomp/_speedups.c" | cksum) extras=${DOVECOTE_EXTRAS:-}"
+want="$(cat "$root/pyproject.toml" "$root/setup.py" "$root"/src/dovecote/*/*.c "$root"/src/dovecote/*/*/*.c | cksum) extras=${DOVECOTE_EXTRAS:-}"
 have=$(cat "$stamp" 2>/dev/null || true)
 # A venv installed with the test extras also serves plain use.
 case "$have" in
