@@ -179,3 +179,47 @@ def test_a_message_shared_by_two_queues_is_flagged_per_queue() -> None:
     second.queue.add(shared)
     assert first.sink.firsts() == [("m1", True), ("m2", False)]
     assert second.sink.firsts() == [("m0", True), ("m1", False)]
+
+
+# --- JMSXGroupSeq 1: the group starts again ----------------------------------------------------
+
+
+def test_sequence_one_gives_the_group_to_whoever_takes_it(h: H) -> None:
+    """ActiveMQ's assignGroup: a message with JMSXGroupSeq 1 may go to any consumer (round
+    robin here), and that consumer owns the group from then on."""
+    a = h.consumer("A")
+    b = h.consumer("B")
+    h.send("g1", JMSXGroupID="g")  # A (the round robin starts there): A owns g
+    h.send("g2", JMSXGroupID="g")  # A, the owner
+    assert h.queue.group_owner("g") is a
+    h.send("restart", JMSXGroupID="g", JMSXGroupSeq="1")  # the round robin's turn: B
+    h.send("g3", JMSXGroupID="g", JMSXGroupSeq="2")
+    assert h.queue.group_owner("g") is b
+    assert h.sink.firsts("A") == [("g1", True), ("g2", False)]
+    assert h.sink.firsts("B") == [("restart", True), ("g3", False)]
+
+
+def test_what_waited_for_the_former_owner_follows_the_group(h: H) -> None:
+    """Entries parked for the owner (it had no credit) go to the new owner once a JMSXGroupSeq
+    1 message moves the group, in order; the former owner does not take them back later."""
+    a = h.consumer("A", prefetch=1)
+    h.send("g1", JMSXGroupID="g")  # A owns g; A is now full
+    h.send("g2", JMSXGroupID="g")  # parked for A
+    b = h.consumer("B")
+    h.send("restart", JMSXGroupID="g", JMSXGroupSeq="1")  # only B has credit: B owns g
+    assert h.queue.group_owner("g") is b
+    assert h.sink.firsts("B") == [("restart", True), ("g2", False)]
+    h.queue.ack(a, 1)  # A has credit again: nothing of g is left for it
+    h.send("g3", JMSXGroupID="g")
+    assert [m for m, _ in h.sink.firsts("A")] == ["g1"]
+    assert [m for m, _ in h.sink.firsts("B")] == ["restart", "g2", "g3"]
+
+
+def test_a_sequence_that_is_not_one_keeps_the_owner(h: H) -> None:
+    a = h.consumer("A")
+    h.consumer("B")
+    h.send("g1", JMSXGroupID="g")
+    for seq in ("2", "01x", "", "10"):
+        h.send(f"g-{seq}", JMSXGroupID="g", JMSXGroupSeq=seq)
+    assert h.queue.group_owner("g") is a
+    assert len(h.sink.firsts("A")) == 5

@@ -268,3 +268,24 @@ def test_browser_of_a_queue_larger_than_the_outbound_buffer_gets_everything(stom
     messages = browser.inbox.wait_messages(count + 1, timeout=30)
     assert [m.headers["n"] for m in messages[:count]] == [str(n) for n in range(count)]
     assert messages[count].headers["browser"] == "end"
+
+
+def test_a_group_starting_again_goes_to_a_consumer_with_room(stomp_peer, unique):
+    """JMSXGroupSeq 1 starts a group again (ActiveMQ): while its owner is full (prefetch 1,
+    nothing acked), the restarting message and the rest of the group go to the other one."""
+    queue = f"/queue/{unique}"
+    full = stomp_peer()
+    full.subscribe(queue, "a", ack="client-individual", **{"activemq.prefetchSize": "1"})
+    producer = stomp_peer()
+    producer.send(queue, "g1", JMSXGroupID="orders-1")
+    full.inbox.wait_messages(1)
+    roomy = stomp_peer()
+    roomy.subscribe(queue, "b")
+    producer.send(queue, "restart", JMSXGroupID="orders-1", JMSXGroupSeq="1")
+    producer.send(queue, "g2", JMSXGroupID="orders-1", JMSXGroupSeq="2")
+    moved = roomy.inbox.wait_messages(2)
+    assert [(m.body, m.headers.get("JMSXGroupFirstForConsumer")) for m in moved] == [
+        ("restart", "true"),
+        ("g2", None),
+    ]
+    assert full.inbox.bodies() == ["g1"]

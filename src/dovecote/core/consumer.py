@@ -141,6 +141,17 @@ class GroupTable:
         return len(gone)
 
 
+def is_group_start(sequence: str | None) -> bool:
+    """True for ``JMSXGroupSeq`` 1: this message starts its group again, and the consumer that
+    takes it owns the group from then on, whoever owned it (ActiveMQ's assignGroup)."""
+    if sequence is None:
+        return False
+    try:
+        return int(sequence) == 1
+    except ValueError:
+        return False
+
+
 def is_group_end(sequence: str | None) -> bool:
     """True for a ``JMSXGroupSeq`` below zero: this message closes its group."""
     if sequence is None:

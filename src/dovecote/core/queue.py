@@ -11,7 +11,9 @@ Invariants:
   ``prefetch`` unacknowledged messages.
 - Which consumers *may* take an entry: only the active exclusive consumer while the queue has
   one (the first exclusive consumer in consumer-priority order); else only the owner of the
-  entry's message group, if the group has one; and in every case only a consumer whose
+  entry's message group, if the group has one (unless the entry starts the group again,
+  ``JMSXGroupSeq`` 1: then any, and the group goes to the one that takes it, with what waited
+  for the former owner); and in every case only a consumer whose
   selector matches. Among those with credit: the highest consumer priority first, round robin
   within one priority, each dispatch starting after the last one served.
 - Dispatch examines each fresh entry once. One that nobody may take right now is parked: in
@@ -57,6 +59,7 @@ from dovecote.core.consumer import (
     Consumer,
     GroupTable,
     is_group_end,
+    is_group_start,
 )
 from dovecote.core.errors import NotFound, StoreUnavailable
 from dovecote.core.limits import MemoryBudget
@@ -435,8 +438,9 @@ class Queue(QueueView, QueuePolicy, QueuePaging):
         exclusive = self._exclusive
         if exclusive is not None and consumer is not exclusive:
             return False
-        group = entry.message.properties.get(GROUP_ID)
-        if group is not None:
+        properties = entry.message.properties
+        group = properties.get(GROUP_ID)
+        if group is not None and not is_group_start(properties.get(GROUP_SEQ)):
             owner = self._groups.owner(group)
             if owner is not None and owner is not consumer:
                 return False
@@ -448,7 +452,11 @@ class Queue(QueueView, QueuePolicy, QueuePaging):
         consumer at all has credit. Each selector is evaluated at most once here."""
         only = self._exclusive
         pinned = None
-        if only is None and group is not None:
+        if (
+            only is None
+            and group is not None
+            and not is_group_start(entry.message.properties.get(GROUP_SEQ))
+        ):
             only = self._groups.owner(group)
             pinned = group
         if only is not None:
@@ -573,9 +581,13 @@ class Queue(QueueView, QueuePolicy, QueuePaging):
                 self._groups.close(group)
                 self._to_front(self._parked.release_group(group))
             elif first:
+                taken = self._groups.owner(group) is not None  # (a group starting again)
                 evicted = self._groups.assign(group, consumer)
                 if evicted is not None:
                     self._to_front(self._parked.release_group(evicted))
+                if taken:
+                    # What waited for the former owner now waits for this one.
+                    self._to_front(self._parked.release_group(group))
         if consumer.auto_ack:
             self._settle(entry)
         else:
