@@ -172,22 +172,55 @@ def test_composite_subscribe_acks_by_message_id_in_stomp_11(stomp_peer, unique):
     assert after.body == "next"  # "to b" was acknowledged, not redelivered
 
 
-@pytest.mark.parametrize(
-    ("headers", "reason"),
-    [
-        (
-            {"ack": "client"},
-            "ack:client is not supported on a composite destination; use client-individual or auto",
-        ),
-        ({"browser": "true"}, "a composite destination cannot be browsed or durable"),
-    ],
-)
-def test_composite_subscribe_refuses_what_it_cannot_honour(stomp_peer, unique, headers, reason):
+@pytest.mark.parametrize("version", ["1.1", "1.2"])
+def test_composite_subscribe_client_acks_are_cumulative_across_destinations(
+    stomp_peer, unique, version
+):
+    """ack:client on a composite destination (ActiveMQ: one consumer): an ACK settles every
+    message delivered before it, whichever destination it came from; a NACK returns them all;
+    what came after stays unacknowledged (and is redelivered when the consumer goes)."""
+    a, b = f"/queue/{unique}.a", f"/queue/{unique}.b"
+    consumer = stomp_peer(version)
+    consumer.subscribe(f"{a},{b}", "all", ack="client")
+    producer = stomp_peer()
+    for destination, body in ((a, "a1"), (b, "b1"), (a, "a2"), (b, "b2"), (a, "a3")):
+        producer.send(destination, body)
+    got = consumer.inbox.wait_messages(5)
+    assert [m.body for m in got] == ["a1", "b1", "a2", "b2", "a3"]
+    by_body = {m.body: m for m in got}
+
+    def settle(body: str, *, ack: bool) -> None:
+        message = by_body[body]
+        method = consumer.conn.ack if ack else consumer.conn.nack
+        receipt = consumer.receipt()
+        if version == "1.2":
+            method(message.headers["ack"], receipt=receipt)
+        else:
+            method(message.headers["message-id"], "all", receipt=receipt)
+        consumer.inbox.wait_receipt(receipt)
+
+    settle("a2", ack=True)  # a1, b1 and a2: b2 and a3 came later
+    settle("b2", ack=False)  # b2 alone is left before it: back to the queue, redelivered
+    (again,) = consumer.inbox.wait_messages(6)[5:]
+    assert (again.body, again.headers["redelivered"]) == ("b2", "true")
+    by_body["b2"] = again
+    receipt = consumer.receipt()
+    consumer.conn.disconnect(receipt=receipt)  # a3 and b2 were never acknowledged
+    consumer.inbox.wait_disconnected()
+    other = stomp_peer()
+    other.subscribe(f"{a},{b}", "again", ack="client-individual")
+    assert sorted(m.body for m in other.inbox.wait_messages(2)) == ["a3", "b2"]
+    time.sleep(0.2)
+    assert len(other.inbox.messages) == 2  # a1, b1 and a2 stayed acknowledged
+
+
+def test_composite_subscribe_refuses_what_it_cannot_honour(stomp_peer, unique):
     peer = stomp_peer()
-    ack = headers.pop("ack", "auto")
-    peer.conn.subscribe(f"/queue/{unique}.a,/queue/{unique}.b", "1", ack=ack, headers=headers)
+    peer.conn.subscribe(f"/queue/{unique}.a,/queue/{unique}.b", "1", headers={"browser": "true"})
     peer.inbox.wait_disconnected()
-    assert _error_text(peer) == f"Invalid request: {reason}"
+    assert _error_text(peer) == (
+        "Invalid request: a composite destination cannot be browsed or durable"
+    )
 
 
 # --- temporary destinations: request/reply ----------------------------------------------------

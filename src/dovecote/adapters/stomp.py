@@ -12,8 +12,9 @@ SUBSCRIBE headers (``ack``, ``activemq.prefetchSize``, ``selector``, ``activemq.
 messages (no ``ack`` header: nothing is consumed) and then a MESSAGE with ``browser:end``,
 empty ``destination`` and ``message-id``, and an empty body (ActiveMQ 5.6's form). SEND's
 ``JMSXGroupID``/``JMSXGroupSeq`` pass through and drive message groups in the core. A
-SUBSCRIBE ``destination`` may be composite too: one consumer per destination under one id.
-MESSAGE frames carry ``message-id``,
+SUBSCRIBE ``destination`` may be composite too: one consumer per destination under one id
+(with ``ack:client``, an ACK settles the other parts' earlier deliveries as well:
+``stomp_subscribe.DeliveryOrder``). MESSAGE frames carry ``message-id``,
 ``destination``, ``subscription``, ``ack`` (1.2, unless auto), ``redelivered``,
 ``persistent``, ``priority``, ``expires``, ``timestamp`` and the sender's headers; a redelivery
 also carries ``JMSXDeliveryCount``, the first message of a group its consumer gets since the
@@ -41,7 +42,7 @@ from dovecote.adapters.stomp_mapping import (
     reply_to_from_client,
 )
 from dovecote.adapters.stomp_send import NOT_PASSED_THROUGH, Producing, expires_of, priority_of
-from dovecote.adapters.stomp_subscribe import SubscribeOptions, subscribe_options
+from dovecote.adapters.stomp_subscribe import DeliveryOrder, SubscribeOptions, subscribe_options
 from dovecote.core import advisory
 from dovecote.core.errors import CoreError, ErrorCode, InvalidRequest, NotFound
 from dovecote.core.message import Message, QueueEntry, RoutingType, destination_uri
@@ -204,6 +205,8 @@ class StompSession(LinkedSession):
             head += b"redelivered:true\nJMSXDeliveryCount:%d\n" % entry.delivery_count
         if entry.group_first:
             head += b"JMSXGroupFirstForConsumer:true\n"
+        if sub.order is not None:
+            sub.order.delivered(sub.number, entry.seq)
         message = entry.message
         if message.address.startswith(TEMP_PREFIX):
             # Temp destinations read differently for their creator: no shared encoding.
@@ -352,12 +355,8 @@ class StompSession(LinkedSession):
         ``subscription:<id>``; acks name the part (its own number in the ``ack`` id)."""
         if options.browser or options.durable:
             raise InvalidRequest("a composite destination cannot be browsed or durable")
-        if options.ack_mode == AckMode.CLIENT:
-            # A cumulative ACK would have to settle the other parts' earlier deliveries too.
-            raise InvalidRequest(
-                "ack:client is not supported on a composite destination; "
-                "use client-individual or auto"
-            )
+        # A cumulative ACK settles the other parts' earlier deliveries too: in delivery order.
+        order = DeliveryOrder() if options.ack_mode == AckMode.CLIENT else None
         destinations = destinations_to_core(text, self._link.connection_id)
         if len(self._subscriptions) + len(destinations) > self._max_subscriptions:
             raise InvalidRequest(f"more than {self._max_subscriptions} subscriptions")
@@ -365,6 +364,7 @@ class StompSession(LinkedSession):
         try:
             for destination in destinations:
                 sub = Subscription(sub_id, self._next_number, text, self._stomp.version)
+                sub.order = order
                 self._attach(f"{sub_id}\0{len(parts)}", sub, destination, options)
                 parts.append(sub)
         except CoreError:
@@ -495,14 +495,24 @@ class StompSession(LinkedSession):
 
     def _settle(self, frame: Frame, *, ack: bool) -> None:
         consumer, seq = self._find_delivery(frame.headers)
+        settle = [(consumer, seq)]
+        sub = consumer.key
+        if isinstance(sub, Subscription) and sub.order is not None:
+            # A composite ack:client subscription: every part, up to this delivery.
+            parts = [(p.number, p.consumer) for p in self._composite_parts(sub.id) if p.consumer]
+            settle = sub.order.up_to(sub.number, seq, parts)
         tx_id = frame.headers.get("transaction")
-        if tx_id is not None:
-            self._transaction(tx_id).add_ack(consumer, seq, ack=ack)
-        elif ack:
-            consumer_queue(consumer).ack(consumer, seq)
-        else:
-            consumer_queue(consumer).nack(consumer, seq)
+        for consumer, seq in settle:
+            if tx_id is not None:
+                self._transaction(tx_id).add_ack(consumer, seq, ack=ack)
+            elif ack:
+                consumer_queue(consumer).ack(consumer, seq)
+            else:
+                consumer_queue(consumer).nack(consumer, seq)
         self._receipt(frame)
+
+    def _composite_parts(self, sub_id: str) -> list[Subscription]:
+        return [self._subscriptions[f"{sub_id}\0{k}"] for k in range(self._composites[sub_id])]
 
     def _on_begin(self, frame: Frame) -> None:
         tx_id = frame.headers["transaction"]
@@ -559,8 +569,7 @@ class StompSession(LinkedSession):
         if sub_id is None:
             candidates = list(self._subscriptions.values())
         elif sub_id in self._composites:
-            parts = range(self._composites[sub_id])
-            candidates = [self._subscriptions[f"{sub_id}\0{k}"] for k in parts]
+            candidates = self._composite_parts(sub_id)
         else:
             candidates = [self._subscriptions[sub_id]] if sub_id in self._subscriptions else []
         for sub in candidates:

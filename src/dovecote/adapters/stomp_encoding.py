@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from dovecote.adapters.stomp_mapping import destination_from_core, properties_from_core
+from dovecote.adapters.stomp_subscribe import DeliveryOrder
 from dovecote.core.message import Message, RoutingType
 from dovecote.core.policy import ORIGINAL_DESTINATION
 from dovecote.core.queue import Consumer, Queue
@@ -28,7 +29,16 @@ BROWSER_END = b"destination:\nmessage-id:\nbrowser:end\ncontent-length:0\n\n\0"
 class Subscription:
     """One SUBSCRIBE: its consumer and the pre-encoded start of its MESSAGE frames."""
 
-    __slots__ = ("consumer", "destination", "durable_name", "id", "number", "prefix", "started")
+    __slots__ = (
+        "consumer",
+        "destination",
+        "durable_name",
+        "id",
+        "number",
+        "order",
+        "prefix",
+        "started",
+    )
 
     def __init__(self, sub_id: str, number: int, destination: str, version: str) -> None:
         self.id = sub_id
@@ -38,6 +48,8 @@ class Subscription:
         self.prefix = f"MESSAGE\nsubscription:{escape(sub_id, version)}\n".encode()
         self.consumer: Consumer | None = None
         self.started = False  # its RECEIPT is out: dispatch may begin
+        # A part of a composite ack:client subscription: the delivery order of all its parts.
+        self.order: DeliveryOrder | None = None
 
 
 class MessageEncoder:
