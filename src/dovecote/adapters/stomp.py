@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
+from dovecote.adapters.stomp_composite import CompositeSubscriptions
 from dovecote.adapters.stomp_encoding import MessageEncoder as MessageEncoder  # re-exported
 from dovecote.adapters.stomp_encoding import QueueBrowser, Subscription
 from dovecote.adapters.stomp_link import Link, LinkedSession
@@ -42,11 +43,11 @@ from dovecote.adapters.stomp_mapping import (
     reply_to_from_client,
 )
 from dovecote.adapters.stomp_send import NOT_PASSED_THROUGH, Producing, expires_of, priority_of
-from dovecote.adapters.stomp_subscribe import DeliveryOrder, SubscribeOptions, subscribe_options
+from dovecote.adapters.stomp_subscribe import SubscribeOptions, subscribe_options
 from dovecote.core import advisory
 from dovecote.core.errors import CoreError, ErrorCode, InvalidRequest, NotFound
 from dovecote.core.message import Message, QueueEntry, RoutingType, destination_uri
-from dovecote.core.queue import AckMode, Consumer, consumer_queue
+from dovecote.core.queue import Consumer, consumer_queue
 from dovecote.core.router import Router
 from dovecote.core.schedule_management import MANAGEMENT_ADDRESS
 from dovecote.core.tx import MAX_TRANSACTION_OPERATIONS, Transaction
@@ -84,9 +85,10 @@ _CORE_ERROR_SUMMARY = {
 }
 
 
-class StompSession(LinkedSession):
+class StompSession(CompositeSubscriptions, LinkedSession):
     """The STOMP side of one connection: the frame handlers (receipts, heart-beats and
-    throttling are in :class:`~dovecote.adapters.stomp_link.LinkedSession`)."""
+    throttling are in :class:`~dovecote.adapters.stomp_link.LinkedSession`, composite
+    subscriptions in :class:`~dovecote.adapters.stomp_composite.CompositeSubscriptions`)."""
 
     __slots__ = (
         "_browsing",
@@ -347,38 +349,6 @@ class StompSession(LinkedSession):
         self._attach(sub_id, sub, destination, options)
         self._receipt(frame, then=lambda: self._start(sub))
 
-    def _subscribe_composite(
-        self, frame: Frame, sub_id: str, text: str, options: SubscribeOptions
-    ) -> None:
-        """One subscription id over several destinations (ActiveMQ's composite consumer): a
-        consumer per destination, each registered under an internal key, every MESSAGE with
-        ``subscription:<id>``; acks name the part (its own number in the ``ack`` id)."""
-        if options.browser or options.durable:
-            raise InvalidRequest("a composite destination cannot be browsed or durable")
-        # A cumulative ACK settles the other parts' earlier deliveries too: in delivery order.
-        order = DeliveryOrder() if options.ack_mode == AckMode.CLIENT else None
-        destinations = destinations_to_core(text, self._link.connection_id)
-        if len(self._subscriptions) + len(destinations) > self._max_subscriptions:
-            raise InvalidRequest(f"more than {self._max_subscriptions} subscriptions")
-        parts: list[Subscription] = []
-        try:
-            for destination in destinations:
-                sub = Subscription(sub_id, self._next_number, text, self._stomp.version)
-                sub.order = order
-                self._attach(f"{sub_id}\0{len(parts)}", sub, destination, options)
-                parts.append(sub)
-        except CoreError:
-            for k in range(len(parts)):
-                self._detach(f"{sub_id}\0{k}")
-            raise
-        self._composites[sub_id] = len(parts)
-
-        def start() -> None:
-            for sub in parts:
-                self._start(sub)
-
-        self._receipt(frame, then=start)
-
     def _attach(
         self, key: str, sub: Subscription, destination: CoreDestination, options: SubscribeOptions
     ) -> None:
@@ -473,10 +443,7 @@ class StompSession(LinkedSession):
     def _on_unsubscribe(self, frame: Frame) -> None:
         headers = frame.headers
         sub_id = headers.get("id") or headers.get("destination", "")
-        parts = self._composites.pop(sub_id, 0)
-        for k in range(parts):
-            self._detach(f"{sub_id}\0{k}")
-        if not parts and self._detach(sub_id) is None:
+        if not self._unsubscribe_composite(sub_id) and self._detach(sub_id) is None:
             raise NotFound(f"no subscription {sub_id[:100]!r} on this connection")
         self._browsing.pop(sub_id, None)
         durable = headers.get("activemq.subscriptionName") or headers.get(
@@ -495,12 +462,7 @@ class StompSession(LinkedSession):
 
     def _settle(self, frame: Frame, *, ack: bool) -> None:
         consumer, seq = self._find_delivery(frame.headers)
-        settle = [(consumer, seq)]
-        sub = consumer.key
-        if isinstance(sub, Subscription) and sub.order is not None:
-            # A composite ack:client subscription: every part, up to this delivery.
-            parts = [(p.number, p.consumer) for p in self._composite_parts(sub.id) if p.consumer]
-            settle = sub.order.up_to(sub.number, seq, parts)
+        settle = self._settled_with(consumer, seq)
         tx_id = frame.headers.get("transaction")
         for consumer, seq in settle:
             if tx_id is not None:
@@ -510,9 +472,6 @@ class StompSession(LinkedSession):
             else:
                 consumer_queue(consumer).nack(consumer, seq)
         self._receipt(frame)
-
-    def _composite_parts(self, sub_id: str) -> list[Subscription]:
-        return [self._subscriptions[f"{sub_id}\0{k}"] for k in range(self._composites[sub_id])]
 
     def _on_begin(self, frame: Frame) -> None:
         tx_id = frame.headers["transaction"]
