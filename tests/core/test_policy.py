@@ -21,8 +21,8 @@ from dovecote.core.policy import (
 from dovecote.core.queue import AckMode, Consumer
 from dovecote.core.router import Router
 from dovecote.core.selector import compile_selector
-from dovecote.store.memory import MemoryStore
 from fake_clock import FakeClock
+from recording_store import RecordingStore
 
 T0 = 1_000_000
 
@@ -39,23 +39,6 @@ class Sink:
 
     def ids(self) -> list[tuple[str, int]]:
         return [(g[1], g[2]) for g in self.got]
-
-
-class RecordingStore(MemoryStore):
-    def __init__(self) -> None:
-        self.calls: list[tuple[object, ...]] = []
-
-    def record_message(self, queue: str, seq: int, message: Message) -> None:
-        self.calls.append(("message", queue, seq))
-
-    def record_ack(self, queue: str, seq: int) -> None:
-        self.calls.append(("ack", queue, seq))
-
-    def begin_atomic(self) -> None:
-        self.calls.append(("begin",))
-
-    def end_atomic(self) -> None:
-        self.calls.append(("end",))
 
 
 class Harness:
@@ -291,8 +274,9 @@ def test_exhausted_message_goes_to_the_shared_dlq_atomically() -> None:
     }
     assert dead.persistent
     assert h.store.calls == [
+        ("queue", "ActiveMQ.DLQ", "ActiveMQ.DLQ", None),
         ("begin",),
-        ("message", "ActiveMQ.DLQ", 1),
+        ("message", "ActiveMQ.DLQ", 1, "m1"),
         ("ack", "orders", 1),
         ("end",),
     ]
@@ -573,7 +557,8 @@ def test_a_commit_into_a_full_queue_is_refused_whole() -> None:
     with pytest.raises(ResourceLimitExceeded):
         tx.commit(h.router)
     assert h.router.queue("other") is None
-    assert h.store.calls == []
+    # Only m1's send made a record (its queue's definition): the refused commit made none.
+    assert h.store.calls == [("queue", "orders", "orders", None)]
 
 
 def test_a_checked_commit_applies_a_duplicate_detected_send_whole() -> None:
@@ -603,8 +588,13 @@ def test_a_checked_composite_send_is_applied_whole() -> None:
         ]
     )  # checked before sending: not refused half-way, after the first copy went in
     assert [m.address for m in queue.browse()] == [name, "VirtualTopic.Orders"]
-    assert h.store.calls[0] == ("begin",)
-    assert h.store.calls[-1] == ("end",)
+    assert h.store.calls == [
+        ("queue", name, name, None),
+        ("begin",),
+        ("message", name, 1, "c1"),
+        ("message", name, 2, "c1"),
+        ("end",),
+    ]
 
 
 def test_drop_oldest_may_drop_a_message_held_for_redelivery() -> None:

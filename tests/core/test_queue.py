@@ -10,8 +10,8 @@ from dovecote.core.errors import NotFound
 from dovecote.core.limits import ENTRY_OVERHEAD, MemoryBudget
 from dovecote.core.message import Message, QueueEntry, RoutingType
 from dovecote.core.queue import AckMode, Consumer, Queue, consumer_queue
-from dovecote.store.memory import MemoryStore
 from fake_clock import FakeClock
+from recording_store import RecordingStore
 
 
 class RecordingSink:
@@ -36,31 +36,6 @@ class RecordingSink:
 
     def keys(self) -> list[object]:
         return [d[0] for d in self.deliveries]
-
-
-class RecordingStore(MemoryStore):
-    """The memory store (so every port method exists), recording what the core tells it."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[object, ...]] = []
-
-    def record_queue(self, name: str, address: str, filter_: str | None) -> None:
-        self.calls.append(("queue", name, address, filter_))
-
-    def forget_queue(self, name: str) -> None:
-        self.calls.append(("forget", name))
-
-    def record_message(self, queue: str, seq: int, message: Message) -> None:
-        self.calls.append(("message", queue, seq, message.message_id))
-
-    def record_ack(self, queue: str, seq: int) -> None:
-        self.calls.append(("ack", queue, seq))
-
-    def record_delivery(
-        self, queue: str, seq: int, delivery_count: int, hold_until: int = 0
-    ) -> None:
-        held = (hold_until,) if hold_until else ()
-        self.calls.append(("delivery", queue, seq, delivery_count, *held))
 
 
 def msg(

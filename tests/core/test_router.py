@@ -12,6 +12,7 @@ from dovecote.core.queue import AckMode, Consumer
 from dovecote.core.router import Router
 from dovecote.store.memory import MemoryStore
 from fake_clock import FakeClock
+from recording_store import RecordingStore
 
 
 class RecordingSink:
@@ -23,35 +24,6 @@ class RecordingSink:
 
     def ids(self, key: object) -> list[str]:
         return [message_id for k, message_id in self.deliveries if k == key]
-
-
-class RecordingStore(MemoryStore):
-    """The memory store (so every port method exists), recording what the core tells it."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[object, ...]] = []
-        self.available = True
-
-    def is_available(self) -> bool:
-        return self.available
-
-    def record_queue(self, name: str, address: str, filter_: str | None) -> None:
-        self.calls.append(("queue", name, address, filter_))
-
-    def forget_queue(self, name: str) -> None:
-        self.calls.append(("forget", name))
-
-    def record_message(self, queue: str, seq: int, message: Message) -> None:
-        self.calls.append(("message", queue, seq, message.message_id))
-
-    def record_ack(self, queue: str, seq: int) -> None:
-        self.calls.append(("ack", queue, seq))
-
-    def record_delivery(
-        self, queue: str, seq: int, delivery_count: int, hold_until: int = 0
-    ) -> None:
-        held = (hold_until,) if hold_until else ()
-        self.calls.append(("delivery", queue, seq, delivery_count, *held))
 
 
 class Harness:

@@ -101,6 +101,20 @@ def files(directory: Path) -> dict[str, int]:
     return {path.name: path.stat().st_size for path in sorted(directory.iterdir())}
 
 
+async def rotate_until_first_segment_is_gone(journal: Journal, after: int) -> None:
+    """Record, make durable and ack one "orders" message after another (seqs from
+    ``after + 1``) until the journal's first segment is gone; fail if it is still there when
+    the seq reaches 100."""
+    n = after
+    while 1 in list_segments(journal.directory):
+        n += 1
+        assert n < 100, "the first segment was never reclaimed"
+        journal.record_message("orders", n, message(n, size=300))
+        await durable(journal)
+        journal.record_ack("orders", n)
+        await asyncio.sleep(0.01)  # (its deletion is the writer's)
+
+
 # --- group commit -------------------------------------------------------------------------------
 
 
@@ -930,14 +944,7 @@ def test_a_delivery_count_torn_off_its_copy_is_written_again_at_open(tmp_path: P
 
     async def scenario() -> None:
         journal = open_journal(tmp_path, SMALL)
-        n = 1
-        while 1 in list_segments(tmp_path):  # rotations until the first segment is gone
-            n += 1
-            assert n < 100, "the first segment was never reclaimed"
-            journal.record_message("orders", n, message(n, size=300))
-            await durable(journal)
-            journal.record_ack("orders", n)
-            await asyncio.sleep(0.01)  # (its deletion is the writer's)
+        await rotate_until_first_segment_is_gone(journal, after=1)
         assert 2 in list_segments(tmp_path)  # the copy's segment is still there
         await journal.close()
 
@@ -993,14 +1000,8 @@ def test_a_redelivery_hold_survives_a_restart_and_an_evacuation(tmp_path: Path) 
         journal.record_delivery("orders", 2, 1, until)  # held, then delivered again
         journal.record_delivery("orders", 2, 2)
         await durable(journal)
-        n = 3
-        while 1 in list_segments(tmp_path):  # rotations until the first segment is evacuated
-            n += 1
-            assert n < 100, "the first segment was never reclaimed"
-            journal.record_message("orders", n, message(n, size=300))
-            await durable(journal)
-            journal.record_ack("orders", n)
-            await asyncio.sleep(0.01)  # (its deletion is the writer's)
+        # Rotations until the first segment, whose messages are live, is evacuated.
+        await rotate_until_first_segment_is_gone(journal, after=3)
         await journal.close()
 
     run(scenario)

@@ -14,7 +14,7 @@ Invariants:
   holds a record its acks refer to, and all its records are written; the oldest closed
   segment, once mostly dead (or once the journal is mostly garbage), is evacuated: its live
   records (with their delivery counts) are appended anew and it is deleted when those are
-  durable.
+  durable (:class:`~dovecote.store.compaction.Compaction`, mixed into :class:`Journal`).
 - An atomic group (ATOMIC_BEGIN .. ATOMIC_COMMIT) is never split over two segments.
 - On a write error (disk full, I/O error) the journal stops confirming, reports itself
   unavailable (the core then refuses persistent sends) and retries the same batch, after
@@ -29,10 +29,11 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 from dovecote.core.errors import StoreUnavailable
 from dovecote.core.message import Message
+from dovecote.store.compaction import Compaction
+from dovecote.store.place import offset_of, pack_place, segment_of, size_of
 from dovecote.store.record import (
     SEGMENT_HEADER,
     QueueKind,
@@ -45,7 +46,6 @@ from dovecote.store.record import (
     encode_name,
     encode_queue_created,
     encode_queue_seq,
-    peek_queue_seq,
     read_record,
 )
 from dovecote.store.recovery import RecoveredState, recover, segment_path
@@ -55,12 +55,11 @@ __all__ = ["Journal", "JournalConfig", "SyncPolicy"]
 
 log = logging.getLogger(__name__)
 
-_K = TypeVar("_K")  # the key of a table of kept records (see Journal._move_kept)
 CLOSE_TIMEOUT = 30.0  # seconds close() waits for an evacuation read, then for the last batch
 LAZY_FLUSH_DELAY = 0.05  # seconds an ack may wait for a batch to ride with
 
 
-class Journal:
+class Journal(Compaction):
     """Implements the core's Store port on segment files in ``directory``."""
 
     def __init__(self, directory: Path, config: JournalConfig | None = None) -> None:
@@ -92,7 +91,7 @@ class Journal:
         self._live: dict[int, int] = {}
         self._live_bytes: dict[int, int] = {}
         self._refs: dict[int, set[int]] = {}
-        self._locations: dict[str, dict[int, int]] = {}  # queue -> seq -> _pack(place)
+        self._locations: dict[str, dict[int, int]] = {}  # queue -> seq -> packed place
         self._queue_defs: dict[str, tuple[bytes, int]] = {}  # name -> (record, segment)
         self._duplicates: dict[tuple[str, str], tuple[bytes, int]] = {}  # (address, id) -> same
         # queue -> seq -> (delivery count, end of the redelivery delay it waits out or 0)
@@ -194,8 +193,8 @@ class Journal:
             self._refer(old[1])
             self._release(old[1], len(old[0]))
         for packed in self._locations.pop(name, {}).values():
-            self._refer(_segment_of(packed))
-            self._release(_segment_of(packed), _size_of(packed))
+            self._refer(segment_of(packed))
+            self._release(segment_of(packed), size_of(packed))
         self._delivered.pop(name, None)
 
     def record_message(self, queue: str, seq: int, message: Message) -> None:
@@ -205,7 +204,7 @@ class Journal:
         self._unwritten[(queue, seq)] = index
         self._placing[index] = (queue, seq)
         self._hold(self._segment, len(record))
-        self._locations.setdefault(queue, {})[seq] = _pack(self._segment, len(record))
+        self._locations.setdefault(queue, {})[seq] = pack_place(self._segment, len(record))
 
     def record_ack(self, queue: str, seq: int) -> None:
         packed = self._locations.get(queue, {}).pop(seq, None)
@@ -221,12 +220,12 @@ class Journal:
             if segment == self._segment:
                 self._segment_bytes -= len(record)
             if packed is not None:
-                self._release(_segment_of(packed), _size_of(packed))
+                self._release(segment_of(packed), size_of(packed))
             return
         self._append(encode_queue_seq(RecordType.MESSAGE_ACKED, queue, seq), lazy=True)
         if packed is not None:
-            self._refer(_segment_of(packed))
-            self._release(_segment_of(packed), _size_of(packed))
+            self._refer(segment_of(packed))
+            self._release(segment_of(packed), size_of(packed))
 
     def record_delivery(
         self, queue: str, seq: int, delivery_count: int, hold_until: int = 0
@@ -235,13 +234,13 @@ class Journal:
         if packed is None:
             return
         self._append(encode_delivered(queue, seq, delivery_count, hold_until), lazy=True)
-        self._refer(_segment_of(packed))
+        self._refer(segment_of(packed))
         self._delivered.setdefault(queue, {})[seq] = (delivery_count, hold_until)
 
     def is_on_disk(self, queue: str, seq: int) -> bool:
         """True once the message's record is written, so its body may leave memory."""
         packed = self._locations.get(queue, {}).get(seq)
-        return packed is not None and (_offset_of(packed) != 0 or (queue, seq) in self._moving)
+        return packed is not None and (offset_of(packed) != 0 or (queue, seq) in self._moving)
 
     def load_body(self, queue: str, seq: int) -> bytes:
         """Read a paged-out message body back from its segment (page cache, usually)."""
@@ -251,15 +250,15 @@ class Journal:
         """Read a message back from its MESSAGE_ADDED record."""
         key = (queue, seq)
         packed = self._moving.get(key) or self._locations.get(queue, {}).get(seq)
-        if packed is None or _offset_of(packed) == 0:
+        if packed is None or offset_of(packed) == 0:
             raise StoreUnavailable(f"message {queue}#{seq} is not in the journal")
-        segment = _segment_of(packed)
+        segment = segment_of(packed)
         fd = self._readers.get(segment)
         if fd is None:
             fd = self._readers[segment] = os.open(
                 segment_path(self.directory, segment), os.O_RDONLY
             )
-        data = os.pread(fd, _size_of(packed), _offset_of(packed))
+        data = os.pread(fd, size_of(packed), offset_of(packed))
         record = read_record(data, 0)
         if record is None or record[0] is not RecordType.MESSAGE_ADDED:
             raise StoreUnavailable(f"message {queue}#{seq} could not be read back")
@@ -397,8 +396,8 @@ class Journal:
             if seqs is None:
                 continue
             packed = seqs.get(seq)
-            if packed is not None and _segment_of(packed) == segment:
-                seqs[seq] = _pack(segment, _size_of(packed), offset)
+            if packed is not None and segment_of(packed) == segment:
+                seqs[seq] = pack_place(segment, size_of(packed), offset)
         if not self.available:
             log.warning("journal writes succeed again; confirming resumes")
         self.available = True
@@ -481,95 +480,6 @@ class Journal:
         assert self._writer is not None
         self._writer.jobs.put((Job.DELETE, segment))
 
-    def _evacuate(self, segment: int) -> None:
-        """Append the live records of ``segment`` anew, then delete it once they are durable.
-
-        The (closed) segment is read and parsed on a worker thread: on the loop, a 32 MiB
-        segment stalled every connection for most of a second. Its records are appended when
-        the read is done, skipping those acknowledged meanwhile; until then ``_evacuating``
-        keeps the segment from being deleted or another evacuation from starting."""
-        self._evacuating = segment
-        assert self._loop is not None
-        path = segment_path(self.directory, segment)
-        future = self._loop.run_in_executor(None, _read_message_records, path)
-        future.add_done_callback(lambda read: self._evacuate_records(segment, read))
-        self._evacuation_read = future
-
-    def _evacuate_records(
-        self, segment: int, read: asyncio.Future[dict[tuple[str, int], bytes]]
-    ) -> None:
-        """Loop thread: the segment's MESSAGE_ADDED records are read; copy the live ones."""
-        self._evacuation_read = None
-        if self._writer is None or read.cancelled():
-            self._evacuating = None
-            return
-        error = read.exception()
-        if error is not None:
-            log.error("could not read segment %d to evacuate it: %s", segment, error)
-            self._evacuating = None
-            return
-        records = read.result()
-        self._move_kept(self._queue_defs, segment)
-        self._move_kept(self._duplicates, segment)
-        self._copy_live(segment, list(records.items()), 0)
-
-    def _move_kept(self, kept: dict[_K, tuple[bytes, int]], segment: int) -> None:
-        """Append again the records of ``kept`` (queue definitions, duplicate ids: record and
-        segment by key) that are in ``segment``, which is being evacuated."""
-        for key, (record, where) in list(kept.items()):
-            if where == segment:
-                self._release(where, len(record))
-                self._append(record)
-                self._hold(self._segment, len(record))
-                kept[key] = (record, self._segment)
-
-    def _copy_live(
-        self, segment: int, records: list[tuple[tuple[str, int], bytes]], start: int
-    ) -> None:
-        """Loop thread: append the copies of the next ``evacuation_slice`` of ``segment``'s
-        message records, those still live, then yield to the loop (a segment of small records
-        can hold 100,000 live ones: copied at once, they stalled every connection, and every
-        scheduled message due, for a tenth of a second); once all are copied, delete the
-        segment when they are durable. While closing, the rest is copied at once: close()
-        finishes an evacuation whose read it waited for, in its last batch. Once closed, a
-        slice still scheduled does nothing: the segment stays, marked as being evacuated,
-        with what was not copied (recovery takes a copy over its original)."""
-        if self._writer is None:
-            return
-        end = len(records) if self._closing else start + self.config.evacuation_slice
-        for (name, seq), record in records[start:end]:
-            packed = self._locations.get(name, {}).get(seq)
-            if packed is not None and _segment_of(packed) == segment:  # (else acked meanwhile)
-                self._copy(segment, name, seq, packed, record)
-        if end < len(records):
-            assert self._loop is not None
-            self._loop.call_soon(self._copy_live, segment, records, end)
-            return
-
-        def done() -> None:
-            self._evacuating = None
-            self._moving.clear()
-            self._refs.pop(segment, None)  # its acks refer to nothing that still matters
-            self._schedule_reclaim()
-
-        self.call_when_durable(done)
-
-    def _copy(self, segment: int, name: str, seq: int, packed: int, record: bytes) -> None:
-        self._release(segment, _size_of(packed))
-        self._append(record)
-        self._placing[len(self._pending) - 1] = (name, seq)
-        self._moving[(name, seq)] = packed  # still readable there until rewritten
-        self._hold(self._segment, len(record))
-        self._locations[name][seq] = _pack(self._segment, len(record))
-        # The copy outlives the original (else acks of the copy could go first and the
-        # original come back), and carries its delivery count (else it is lost with it).
-        self._refer(segment)
-        delivered = self._delivered.get(name, {}).get(seq)
-        if delivered is not None:
-            copy_segment = self._segment
-            self._append(encode_delivered(name, seq, *delivered))
-            self._refer(copy_segment)
-
     def _load_accounting(self, state: RecoveredState) -> list[tuple[str, int, int, int]]:
         """Take over what recovery found; returns the delivery counts to write again (a copy
         whose MESSAGE_DELIVERED a crash tore off: see RecoveredMessage.count_recorded)."""
@@ -592,7 +502,7 @@ class Journal:
             self._hold(queue_state.segment, len(record))
             seqs = self._locations.setdefault(name, {})
             delivered: dict[int, tuple[int, int]] = {}
-            # One pass per message of a backlog of millions at start-up: _hold and _pack
+            # One pass per message of a backlog of millions at start-up: _hold and pack_place
             # written out.
             for seq, item in queue_state.messages.items():
                 segment, size = item.segment, item.size
@@ -622,37 +532,3 @@ async def _within(waiting: Awaitable[object], what: str) -> bool:
         log.warning("journal close: gave up waiting for %s after %s s", what, CLOSE_TIMEOUT)
         return False
     return True
-
-
-def _pack(segment: int, size: int, offset: int = 0) -> int:
-    """A message record's place: segment, offset (0 until written) and size, in one int."""
-    return segment << 64 | offset << 32 | size
-
-
-def _segment_of(packed: int) -> int:
-    return packed >> 64
-
-
-def _offset_of(packed: int) -> int:
-    return (packed >> 32) & 0xFFFFFFFF
-
-
-def _size_of(packed: int) -> int:
-    return packed & 0xFFFFFFFF
-
-
-def _read_message_records(path: Path) -> dict[tuple[str, int], bytes]:
-    """Raw MESSAGE_ADDED records of ``path`` by (queue, seq) (the last one of each). Runs on a
-    worker thread: it touches nothing but the file."""
-    found: dict[tuple[str, int], bytes] = {}
-    data = path.read_bytes()
-    offset = SEGMENT_HEADER.size
-    while offset < len(data):
-        record = read_record(data, offset)
-        if record is None:
-            break
-        kind, payload, next_offset = record
-        if kind is RecordType.MESSAGE_ADDED:
-            found[peek_queue_seq(payload)] = data[offset:next_offset]
-        offset = next_offset
-    return found
