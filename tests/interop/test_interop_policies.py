@@ -268,3 +268,52 @@ def test_a_redelivery_hold_survives(tmp_path: Path, how: str) -> None:
         consumer.close()
     finally:
         assert broker.stop() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["restart", "kill -9"])
+def test_last_values_bounds_and_priorities_survive(tmp_path: Path, how: str) -> None:
+    """What a queue's policy keeps is rebuilt from the journal: a recovered last value is
+    replaced by a newer one with its key, a recovered bounded queue is still full, and
+    recovered priorities are still served highest first."""
+    lvq, full, ranked = "/queue/it.lvq.kept", "/queue/it.reject.kept", "/queue/it.durable.ranked"
+    broker = start(tmp_path, tmp_path / "data", "first")
+    producer = Peer(broker.port)
+    try:
+        producer.send(lvq, "acme 1", symbol="ACME", persistent="true")
+        producer.send(lvq, "bolt 1", symbol="BOLT", persistent="true")
+        producer.send(full, "one", persistent="true")
+        producer.send(full, "two", persistent="true")
+        for body, priority in (("low", 1), ("high", 9), ("mid", 5), ("high too", 9)):
+            producer.send(ranked, body, priority=str(priority), persistent="true")
+    finally:
+        producer.conn.transport.disconnect_socket()
+    assert broker.stop(signal.SIGKILL if how == "kill -9" else signal.SIGTERM) in (0, -9)
+    broker = start(tmp_path, tmp_path / "data", "second")
+    peers: list[Peer] = []
+    try:
+        producer = Peer(broker.port)
+        peers.append(producer)
+        producer.send(lvq, "acme 2", symbol="ACME", persistent="true")
+        producer.conn.send(full, "three", headers={"receipt": "full", "persistent": "true"})
+        producer.inbox.wait_disconnected()
+        (error,) = producer.inbox.errors
+        assert error.headers["receipt-id"] == "full"
+        assert "is full (2 messages waiting" in error.headers["message"]
+        consumer = Peer(broker.port)
+        peers.append(consumer)
+        consumer.subscribe(lvq, "lvq")
+        assert [m.body for m in consumer.inbox.wait_messages(2)] == ["bolt 1", "acme 2"]
+        consumer.subscribe(full, "full")
+        assert [m.body for m in consumer.inbox.wait_messages(4)[2:]] == ["one", "two"]
+        consumer.subscribe(ranked, "ranked")
+        assert [m.body for m in consumer.inbox.wait_messages(8)[4:]] == [
+            "high",
+            "high too",
+            "mid",
+            "low",
+        ]
+    finally:
+        for p in peers:
+            p.conn.transport.disconnect_socket()
+        assert broker.stop() == 0
