@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
+from advisory_sink import AdvisorySink
 from dovecote.adapters.stomp import MessageEncoder, StompSession
-from dovecote.core.message import Message, QueueEntry, RoutingType
+from dovecote.core.message import RoutingType
 from dovecote.core.queue import Consumer
 from dovecote.core.router import Router
 from dovecote.store.memory import MemoryStore
@@ -52,31 +53,14 @@ class FakeLink:
         return Timer()
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.got: list[Message] = []
-
-    def deliver(self, consumer: Consumer, entry: QueueEntry) -> None:
-        self.got.append(entry.message)
-
-    def events(self) -> list[tuple[str, str, int]]:
-        """(advisory topic without its prefix, event, producerCount) of each advisory."""
-        found = []
-        for message in self.got:
-            body = json.loads(message.body)
-            topic = message.address.removeprefix("ActiveMQ.Advisory.Producer.")
-            found.append((topic, body["event"], body["producerCount"]))
-        return found
-
-
 @pytest.fixture
 def router() -> Router:
     return Router(MemoryStore(), FakeClock())
 
 
 @pytest.fixture
-def advisories(router: Router) -> Sink:
-    sink = Sink()
+def advisories(router: Router) -> AdvisorySink:
+    sink = AdvisorySink(strip="ActiveMQ.Advisory.Producer.")
     router.subscribe_topic("ActiveMQ.Advisory.Producer.>", Consumer("adv", sink))
     return sink
 
@@ -97,7 +81,7 @@ def send(session: StompSession, destination: str, **headers: str) -> None:
 
 
 def test_the_first_send_makes_a_producer_and_closing_removes_it(
-    router: Router, advisories: Sink
+    router: Router, advisories: AdvisorySink
 ) -> None:
     session = connect(router, client_id="app")
     for _ in range(3):
@@ -112,7 +96,9 @@ def test_the_first_send_makes_a_producer_and_closing_removes_it(
     assert advisories.events() == [("Queue.orders", "add", 1), ("Queue.orders", "remove", 0)]
 
 
-def test_each_connection_is_one_producer_of_a_destination(router: Router, advisories: Sink) -> None:
+def test_each_connection_is_one_producer_of_a_destination(
+    router: Router, advisories: AdvisorySink
+) -> None:
     first, second = connect(router, "c1"), connect(router, "c2")
     send(first, "/topic/prices")
     send(second, "/topic/prices")
@@ -130,7 +116,7 @@ def test_each_connection_is_one_producer_of_a_destination(router: Router, adviso
 
 
 def test_a_composite_send_makes_a_producer_per_destination(
-    router: Router, advisories: Sink
+    router: Router, advisories: AdvisorySink
 ) -> None:
     session = connect(router)
     send(session, "/queue/a,/topic/b")
@@ -139,7 +125,7 @@ def test_a_composite_send_makes_a_producer_per_destination(
 
 
 def test_temporary_destinations_are_advised_by_their_names(
-    router: Router, advisories: Sink
+    router: Router, advisories: AdvisorySink
 ) -> None:
     session = connect(router)
     send(session, "/temp-queue/replies")
@@ -147,7 +133,7 @@ def test_temporary_destinations_are_advised_by_their_names(
 
 
 def test_a_send_in_a_transaction_makes_a_producer_once_accepted(
-    router: Router, advisories: Sink
+    router: Router, advisories: AdvisorySink
 ) -> None:
     session = connect(router)
     session.data_received(b"BEGIN\ntransaction:t1\n\n\0")
@@ -155,7 +141,7 @@ def test_a_send_in_a_transaction_makes_a_producer_once_accepted(
     assert advisories.events() == [("Queue.orders", "add", 1)]
 
 
-def test_sends_that_make_no_producer(router: Router, advisories: Sink) -> None:
+def test_sends_that_make_no_producer(router: Router, advisories: AdvisorySink) -> None:
     link = FakeLink("c1")
     session = connect(router, link=link)
     send(session, "/topic/ActiveMQ.Scheduler.Management", AMQ_SCHEDULER_ACTION="REMOVEALL")
@@ -166,7 +152,7 @@ def test_sends_that_make_no_producer(router: Router, advisories: Sink) -> None:
     assert advisories.got == []
 
 
-def test_a_refused_send_makes_no_producer(router: Router, advisories: Sink) -> None:
+def test_a_refused_send_makes_no_producer(router: Router, advisories: AdvisorySink) -> None:
     link = FakeLink("c1")
     session = connect(router, link=link)
     send(session, "/remote-temp-queue/ID:gone:r1")  # another's temp queue that is gone
@@ -176,7 +162,7 @@ def test_a_refused_send_makes_no_producer(router: Router, advisories: Sink) -> N
 
 
 def test_past_the_limit_a_connection_tracks_no_more_destinations(
-    router: Router, advisories: Sink
+    router: Router, advisories: AdvisorySink
 ) -> None:
     router.producers.limit = 2
     session = connect(router)

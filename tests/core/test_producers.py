@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from advisory_sink import AdvisorySink
 from dovecote.core import advisory
-from dovecote.core.message import Message, QueueEntry, RoutingType
+from dovecote.core.message import RoutingType
 from dovecote.core.producers import MAX_TRACKED_PRODUCERS, Producers, is_producer_destination
 from dovecote.core.queue import Consumer
 from dovecote.core.router import Router
@@ -19,33 +20,20 @@ ANY, MULTI = RoutingType.ANYCAST, RoutingType.MULTICAST
 INFO = {"connectionId": "c1", "clientId": "app", "producerId": "1@c1"}
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.got: list[Message] = []
-
-    def deliver(self, consumer: Consumer, entry: QueueEntry) -> None:
-        self.got.append(entry.message)
-
-    def events(self) -> list[tuple[str, str, int]]:
-        """(topic, event, producerCount) of each advisory received."""
-        bodies = [(m.address, json.loads(m.body)) for m in self.got]
-        return [(topic, body["event"], body["producerCount"]) for topic, body in bodies]
-
-
 @pytest.fixture
 def router() -> Router:
     return Router(MemoryStore(), FakeClock(1_000))
 
 
 @pytest.fixture
-def sink(router: Router) -> Sink:
-    sink = Sink()
+def sink(router: Router) -> AdvisorySink:
+    sink = AdvisorySink()
     router.subscribe_topic("ActiveMQ.Advisory.Producer.>", Consumer("adv", sink))
     return sink
 
 
 def test_without_a_subscriber_only_the_count_changes(router: Router) -> None:
-    other = Sink()
+    other = AdvisorySink()
     router.subscribe_topic("ActiveMQ.Advisory.Consumer.>", Consumer("other", other))
     assert router.producers.add("c1", ANY, "orders", INFO)
     assert router.producers.count(ANY, "orders") == 1
@@ -64,12 +52,15 @@ def test_advise_calls_lazy_fields_only_for_a_subscriber(router: Router) -> None:
 
     assert router.advise(advisory.PRODUCER, fields, routing=ANY, address="orders") is False
     assert calls == []
-    router.subscribe_topic("ActiveMQ.Advisory.Producer.Queue.orders", Consumer("a", Sink()))
+    watcher = Consumer("a", AdvisorySink())
+    router.subscribe_topic("ActiveMQ.Advisory.Producer.Queue.orders", watcher)
     assert router.advise(advisory.PRODUCER, fields, routing=ANY, address="orders") is True
     assert calls == [1]
 
 
-def test_a_producer_is_advised_when_it_appears_and_when_it_goes(router: Router, sink: Sink) -> None:
+def test_a_producer_is_advised_when_it_appears_and_when_it_goes(
+    router: Router, sink: AdvisorySink
+) -> None:
     assert router.producers.add("c1", ANY, "orders", INFO)
     (message,) = sink.got
     assert message.address == "ActiveMQ.Advisory.Producer.Queue.orders"
@@ -95,7 +86,7 @@ def test_a_producer_is_advised_when_it_appears_and_when_it_goes(router: Router, 
 
 
 def test_counts_per_destination_and_one_producer_per_owner_and_destination(
-    router: Router, sink: Sink
+    router: Router, sink: AdvisorySink
 ) -> None:
     producers = router.producers
     assert producers.add("c1", ANY, "orders", INFO)
@@ -118,7 +109,7 @@ def test_counts_per_destination_and_one_producer_per_owner_and_destination(
     ]
 
 
-def test_one_producer_can_go_alone(router: Router, sink: Sink) -> None:
+def test_one_producer_can_go_alone(router: Router, sink: AdvisorySink) -> None:
     producers = router.producers
     producers.add("link1", ANY, "a", INFO)
     producers.add("link1", ANY, "b", INFO)
@@ -131,7 +122,7 @@ def test_one_producer_can_go_alone(router: Router, sink: Sink) -> None:
 
 
 def test_a_wildcard_subscriber_sees_producer_advisories(router: Router) -> None:
-    everything = Sink()
+    everything = AdvisorySink()
     router.subscribe_topic("ActiveMQ.Advisory.>", Consumer("all", everything))
     router.producers.add("c1", MULTI, "prices.eu", INFO)
     assert [m.address for m in everything.got] == ["ActiveMQ.Advisory.Producer.Topic.prices.eu"]
@@ -155,7 +146,7 @@ def test_is_producer_destination(routing: RoutingType, address: str, expected: b
     assert is_producer_destination(routing, address) is expected
 
 
-def test_what_is_no_producer_destination_is_not_counted(router: Router, sink: Sink) -> None:
+def test_what_is_no_producer_destination_is_not_counted(router: Router, sink: AdvisorySink) -> None:
     assert not router.producers.add("c1", MULTI, MANAGEMENT_ADDRESS, INFO)
     assert not router.producers.add("c1", MULTI, "ActiveMQ.Advisory.Connection", INFO)
     assert router.producers.count(MULTI, MANAGEMENT_ADDRESS) == 0
@@ -163,7 +154,7 @@ def test_what_is_no_producer_destination_is_not_counted(router: Router, sink: Si
     assert sink.got == []
 
 
-def test_an_owner_has_at_most_the_limit_of_producers(router: Router, sink: Sink) -> None:
+def test_an_owner_has_at_most_the_limit_of_producers(router: Router, sink: AdvisorySink) -> None:
     producers = Producers(router.advise, limit=2)
     assert producers.add("c1", ANY, "a", INFO)
     assert producers.add("c1", ANY, "b", INFO)
@@ -198,7 +189,7 @@ def test_a_limit_of_zero_tracks_nothing_and_a_negative_one_is_refused(router: Ro
 
 def test_with_advisories_off_producers_are_counted_and_nothing_is_published() -> None:
     router = Router(MemoryStore(), FakeClock(1_000), advisories=False)
-    sink = Sink()
+    sink = AdvisorySink()
     router.subscribe_topic("ActiveMQ.Advisory.>", Consumer("adv", sink))
     assert router.producers.add("c1", ANY, "orders", INFO)
     assert router.producers.count(ANY, "orders") == 1

@@ -65,6 +65,13 @@ def start(tmp: Path, data_dir: Path, name: str) -> BrokerProcess:
     return launch_broker(data_dir, tmp / f"{name}.log", "--config", str(config))
 
 
+def restarted(tmp: Path, broker: BrokerProcess, how: str) -> BrokerProcess:
+    """Stop ``broker`` (``how``: "restart", a SIGTERM, or "kill -9") and start it again on
+    its data directory, with the same config."""
+    assert broker.stop(signal.SIGKILL if how == "kill -9" else signal.SIGTERM) in (0, -9)
+    return start(tmp, tmp / "data", "second")
+
+
 @pytest.fixture(scope="module")
 def policy_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     base = tmp_path_factory.mktemp("policy-broker")
@@ -199,8 +206,7 @@ def test_dead_letters_and_delivery_counts_survive(tmp_path: Path, how: str) -> N
     finally:
         for p in peers:
             p.conn.transport.disconnect_socket()
-    assert broker.stop(signal.SIGKILL if how == "kill -9" else signal.SIGTERM) in (0, -9)
-    broker = start(tmp_path, tmp_path / "data", "second")
+    broker = restarted(tmp_path, broker, how)
     try:
         dlq = Peer(broker.port)
         dlq.subscribe("/queue/DLQ.it.durable.work", "d")
@@ -250,8 +256,7 @@ def test_a_redelivery_hold_survives(tmp_path: Path, how: str) -> None:
     finally:
         for p in peers:
             p.conn.transport.disconnect_socket()
-    assert broker.stop(signal.SIGKILL if how == "kill -9" else signal.SIGTERM) in (0, -9)
-    broker = start(tmp_path, tmp_path / "data", "second")
+    broker = restarted(tmp_path, broker, how)
     try:
         consumer = Peer(broker.port)
         consumer.subscribe(queue, "0", ack="client-individual")
@@ -288,8 +293,7 @@ def test_last_values_bounds_and_priorities_survive(tmp_path: Path, how: str) -> 
             producer.send(ranked, body, priority=str(priority), persistent="true")
     finally:
         producer.conn.transport.disconnect_socket()
-    assert broker.stop(signal.SIGKILL if how == "kill -9" else signal.SIGTERM) in (0, -9)
-    broker = start(tmp_path, tmp_path / "data", "second")
+    broker = restarted(tmp_path, broker, how)
     peers: list[Peer] = []
     try:
         producer = Peer(broker.port)
