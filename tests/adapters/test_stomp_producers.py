@@ -4,7 +4,6 @@ from its first accepted SEND to it until it closes. A session on a fake link, no
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 import pytest
 
@@ -15,42 +14,9 @@ from dovecote.core.queue import Consumer
 from dovecote.core.router import Router
 from dovecote.store.memory import MemoryStore
 from fake_clock import FakeClock
+from fake_link import FakeLink
 
 ANY, MULTI = RoutingType.ANYCAST, RoutingType.MULTICAST
-
-
-class Timer:
-    def cancel(self) -> None:
-        return None
-
-
-class FakeLink:
-    """What a session needs of its connection (adapters.stomp_link.Link)."""
-
-    def __init__(self, connection_id: str) -> None:
-        self.connection_id = connection_id
-        self.last_received = 0.0
-        self.last_sent = 0.0
-        self.written: list[bytes] = []
-        self.closed: str | None = None
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def close(self, reason: str) -> None:
-        self.closed = reason
-
-    def pause_reading(self) -> None:
-        return None
-
-    def resume_reading(self) -> None:
-        return None
-
-    def now(self) -> float:
-        return 0.0
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
-        return Timer()
 
 
 @pytest.fixture
