@@ -76,6 +76,7 @@ async def main():
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     async with dovecote.Broker(
+        sys.argv[3],
         data_dir=Path(sys.argv[1]),
         listen=["stomp://127.0.0.1:0"],
         journal=JournalConfig(segment_size=int(sys.argv[2])),
@@ -130,13 +131,26 @@ class BrokerProcess:
         self.proc.stdout.close()
 
 
+# The keepers are delivered (and returned unacknowledged) once per cycle: under the default
+# redelivery policy (6, as ActiveMQ) they would be dead-lettered at the seventh cycle, which is
+# the policy working, not the journal failing. Their queue redelivers without limit.
+BROKER_CONFIG = f"""
+[[policy]]
+match = "{KEEP.removeprefix("/queue/")}"
+max_redeliveries = -1
+"""
+
+
 def start_broker(data_dir: Path, segment_size: int | None, log: Path) -> BrokerProcess:
     """Start a broker on a free port; fail (after killing it) unless it starts listening."""
+    config = data_dir.parent / f"{data_dir.name}-broker.toml"
+    config.write_text(BROKER_CONFIG)
     if segment_size is None:
         command = [sys.executable, "-m", "dovecote", "run", "--data-dir", str(data_dir)]
-        command += ["--listen", "stomp://127.0.0.1:0"]
+        command += ["--listen", "stomp://127.0.0.1:0", "--config", str(config)]
     else:
         command = [sys.executable, "-c", INLINE_BROKER, str(data_dir), str(segment_size)]
+        command.append(str(config))
     began = time.monotonic()
     with log.open("ab") as log_file:
         proc = subprocess.Popen(
