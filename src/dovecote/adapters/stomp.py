@@ -49,7 +49,7 @@ from dovecote.core.errors import CoreError, ErrorCode, InvalidRequest, NotFound
 from dovecote.core.message import Message, QueueEntry, RoutingType, destination_uri
 from dovecote.core.queue import Consumer, consumer_queue
 from dovecote.core.router import Router
-from dovecote.core.schedule_management import MANAGEMENT_ADDRESS
+from dovecote.core.schedule_management import is_management_destination
 from dovecote.core.tx import MAX_TRANSACTION_OPERATIONS, Transaction
 from dovecote.protocols._errors import ProtocolError
 from dovecote.protocols.stomp import (
@@ -68,8 +68,6 @@ from dovecote.protocols.stomp.connection import (
 from dovecote.protocols.stomp.frames import encode_frame
 
 log = logging.getLogger(__name__)
-
-MULTICAST = RoutingType.MULTICAST
 
 SERVER_NAME = "dovecote/0.1.0"
 MIN_HEART_BEAT_MS = 100  # we never promise to send, or ask to receive, more often than this
@@ -259,7 +257,7 @@ class StompSession(CompositeSubscriptions, LinkedSession):
             if destination.temporary or destination.remote_temporary:
                 self._check_temporary(destination, text)
             message_properties = properties
-            if destination.address == MANAGEMENT_ADDRESS and destination.routing is MULTICAST:
+            if is_management_destination(destination.routing, destination.address):
                 management = True
                 message_properties = self._management_properties(properties, headers)
             messages.append(

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dovecote.core import advisory
 from dovecote.core.matching import is_wildcard
 from dovecote.core.message import RoutingType
-from dovecote.core.schedule_management import MANAGEMENT_ADDRESS
+from dovecote.core.schedule_management import is_management_destination
 
 MAX_TRACKED_PRODUCERS = 1000  # destinations per owner (per STOMP connection)
 
@@ -43,7 +43,7 @@ def is_producer_destination(routing: RoutingType, address: str) -> bool:
     management topic (an order, never routed), and wildcard or empty names (never routed)."""
     if not address or address.startswith(advisory.PREFIX) or is_wildcard(address):
         return False
-    return not (routing is RoutingType.MULTICAST and address == MANAGEMENT_ADDRESS)
+    return not is_management_destination(routing, address)
 
 
 class Producers:

@@ -43,8 +43,14 @@ END_TIME = "ACTION_END_TIME"
 REPLY_TO = "reply-to"
 
 
+def is_management_destination(routing: RoutingType, address: str) -> bool:
+    """True for the topic ``ActiveMQ.Scheduler.Management``: what is sent there is an order
+    to the scheduler, never routed (nor a producer's destination)."""
+    return address == MANAGEMENT_ADDRESS and routing is RoutingType.MULTICAST
+
+
 def is_management(message: Message) -> bool:
-    return message.address == MANAGEMENT_ADDRESS and message.routing is RoutingType.MULTICAST
+    return is_management_destination(message.routing, message.address)
 
 
 def manage(
