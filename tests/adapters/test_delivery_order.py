@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dovecote.adapters.stomp_subscribe import DeliveryOrder
+from dovecote.adapters.stomp_composite import DeliveryOrder
 from dovecote.core.consumer import AckMode, Consumer
 from dovecote.core.message import Message, QueueEntry, RoutingType
 

@@ -14,7 +14,7 @@ empty ``destination`` and ``message-id``, and an empty body (ActiveMQ 5.6's form
 ``JMSXGroupID``/``JMSXGroupSeq`` pass through and drive message groups in the core. A
 SUBSCRIBE ``destination`` may be composite too: one consumer per destination under one id
 (with ``ack:client``, an ACK settles the other parts' earlier deliveries as well:
-``stomp_subscribe.DeliveryOrder``). MESSAGE frames carry ``message-id``,
+``stomp_composite.DeliveryOrder``). MESSAGE frames carry ``message-id``,
 ``destination``, ``subscription``, ``ack`` (1.2, unless auto), ``redelivered``,
 ``persistent``, ``priority``, ``expires``, ``timestamp`` and the sender's headers; a redelivery
 also carries ``JMSXDeliveryCount``, the first message of a group its consumer gets since the

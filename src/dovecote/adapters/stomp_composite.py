@@ -12,16 +12,17 @@ Invariants:
 - A composite is attached whole or not at all (a part the core refuses detaches the others),
   and UNSUBSCRIBE of the id detaches every part.
 - With ``ack:client`` the parts share one :class:`DeliveryOrder`: an ACK or NACK settles, in
-  every part, what was delivered before it (:meth:`_settled_with`).
+  every part, what was delivered before it (:meth:`CompositeSubscriptions._settled_with`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from dovecote.adapters.stomp_encoding import Subscription
 from dovecote.adapters.stomp_mapping import destinations_to_core
-from dovecote.adapters.stomp_subscribe import DeliveryOrder, SubscribeOptions
+from dovecote.adapters.stomp_subscribe import SubscribeOptions
 from dovecote.core.errors import CoreError, InvalidRequest
 from dovecote.core.queue import AckMode, Consumer
 
@@ -109,3 +110,56 @@ class CompositeSubscriptions:
             return [(consumer, seq)]
         parts = [(p.number, p.consumer) for p in self._composite_parts(sub.id) if p.consumer]
         return sub.order.up_to(sub.number, seq, parts)
+
+
+class DeliveryOrder:
+    """The order in which the parts of one composite ``ack:client`` subscription (a consumer
+    per destination) were sent their messages, so that a cumulative ACK or NACK settles every
+    part's earlier deliveries too, as ActiveMQ's single consumer over the composite
+    destination does. Each delivery gets a tick; a part's in-flight messages are in delivery
+    order, so per part the ones to settle are a prefix.
+
+    Ticks of deliveries settled otherwise (by a transaction, a consumer gone) are dropped
+    lazily: the table is rebuilt from what is in flight once it is twice that size.
+    """
+
+    __slots__ = ("_next", "_ticks")
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._ticks: dict[tuple[int, int], int] = {}  # (part number, seq) -> tick
+
+    def delivered(self, part: int, seq: int) -> None:
+        self._next += 1
+        self._ticks[(part, seq)] = self._next
+
+    def up_to(
+        self, part: int, seq: int, parts: Sequence[tuple[int, Consumer]]
+    ) -> list[tuple[Consumer, int]]:
+        """For an ACK or NACK of ``seq`` on ``part``: per part (number, consumer), the last
+        in-flight delivery sent at or before it (the part's cumulative ACK goes up to it)."""
+        limit = self._ticks[(part, seq)]
+        found: list[tuple[Consumer, int]] = []
+        in_flight = 0
+        for number, consumer in parts:
+            in_flight += len(consumer.in_flight)
+            last = None
+            for s in consumer.in_flight:
+                tick = self._ticks.get((number, s))
+                if tick is None or tick > limit:
+                    break
+                last = s
+            if last is not None:
+                found.append((consumer, last))
+        if len(self._ticks) > 2 * in_flight + 64:
+            self._forget_settled(parts)
+        return found
+
+    def _forget_settled(self, parts: Sequence[tuple[int, Consumer]]) -> None:
+        ticks = self._ticks
+        self._ticks = {
+            (number, s): ticks[(number, s)]
+            for number, consumer in parts
+            for s in consumer.in_flight
+            if (number, s) in ticks
+        }

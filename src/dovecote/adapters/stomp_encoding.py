@@ -10,15 +10,18 @@ page per call while its connection is writable. The end is ActiveMQ's: a MESSAGE
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from dovecote.adapters.stomp_mapping import destination_from_core, properties_from_core
-from dovecote.adapters.stomp_subscribe import DeliveryOrder
 from dovecote.core.message import Message, RoutingType
 from dovecote.core.policy import ORIGINAL_DESTINATION
 from dovecote.core.queue import Consumer, Queue
 from dovecote.core.selector import Selector
 from dovecote.protocols.stomp import speedups
 from dovecote.protocols.stomp.frames import escape
+
+if TYPE_CHECKING:
+    from dovecote.adapters.stomp_composite import DeliveryOrder
 
 _CACHE_LIMIT = 4096  # entries in the destination-line cache (cleared, not grown, past it)
 TAIL_CACHE_BYTES = 4 * 1024 * 1024  # encoded tails kept for fan-out (at least the last one)
