@@ -14,6 +14,7 @@ from dovecote.core.queue import Consumer
 from dovecote.core.router import Router
 from dovecote.core.scheduler import FIRE_SLICE, JOB_ID, SCHEDULE_QUEUE, schedule_of
 from dovecote.store.memory import MemoryStore
+from failing_acks import FailFirstScheduledAck
 from fake_clock import FakeClock
 
 
@@ -282,18 +283,8 @@ def test_one_timer_however_many_are_scheduled() -> None:
     assert h.router.timers.next_due() is None
 
 
-class FailingAckStore(JournalLikeStore):
+class FailingAckStore(FailFirstScheduledAck, JournalLikeStore):
     """Fails the first ack of a scheduled record (an I/O error the scheduler does not expect)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.failures = 1
-
-    def record_ack(self, queue: str, seq: int) -> None:
-        if queue == SCHEDULE_QUEUE and self.failures:
-            self.failures -= 1
-            raise RuntimeError("boom")
-        super().record_ack(queue, seq)
 
 
 def test_the_timer_is_set_again_after_a_firing_raises() -> None:

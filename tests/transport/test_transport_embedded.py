@@ -17,9 +17,10 @@ import dovecote
 from dovecote.core.message import Message, QueueEntry, RoutingType
 from dovecote.core.queue import Consumer
 from dovecote.core.router import Router
-from dovecote.core.scheduler import FIRE_SLICE, SCHEDULE_QUEUE
+from dovecote.core.scheduler import FIRE_SLICE
 from dovecote.server import LoopWakeup
 from dovecote.store.memory import MemoryStore
+from failing_acks import FailFirstScheduledAck
 from fake_clock import FakeClock
 
 TIMEOUT = 5.0
@@ -178,18 +179,8 @@ class Sink:
         self.bodies.append(entry.message.body)
 
 
-class FailingAckStore(MemoryStore):
+class FailingAckStore(FailFirstScheduledAck, MemoryStore):
     """Fails the first ack of a scheduled record."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.failures = 1
-
-    def record_ack(self, queue: str, seq: int) -> None:
-        if queue == SCHEDULE_QUEUE and self.failures:
-            self.failures -= 1
-            raise RuntimeError("boom")
-        super().record_ack(queue, seq)
 
 
 def scheduled(router: Router, body: bytes, delay_ms: int, *, persistent: bool) -> None:

@@ -334,9 +334,9 @@ def decode_message_added(payload: Payload, *, with_body: bool = True) -> tuple[s
 
 
 def _decode_message_added(payload: Payload, with_body: bool) -> tuple[str, int, Message]:
-    """The reference decoder. It reads fields with ``unpack_from`` rather than through
-    :class:`_Reader` (it is the fallback, and was for years the only decoder); a short or
-    malformed payload is CorruptRecord."""
+    """The reference decoder (and the only one without the accelerator). It reads fields with
+    ``unpack_from`` rather than through :class:`_Reader`, for speed; a short or malformed
+    payload is CorruptRecord."""
     try:
         (length,) = _U16.unpack_from(payload, 0)
         pos = 2 + length
