@@ -502,11 +502,10 @@ class Journal(Compaction):
             self._hold(queue_state.segment, len(record))
             seqs = self._locations.setdefault(name, {})
             delivered: dict[int, tuple[int, int]] = {}
-            # One pass per message of a backlog of millions at start-up: _hold and pack_place
-            # written out.
+            # One pass per message of a backlog of millions at start-up: _hold written out.
             for seq, item in queue_state.messages.items():
                 segment, size = item.segment, item.size
-                seqs[seq] = segment << 64 | item.offset << 32 | size
+                seqs[seq] = pack_place(segment, size, item.offset)
                 live[segment] = live.get(segment, 0) + 1
                 live_bytes[segment] = live_bytes.get(segment, 0) + size
                 if item.delivery_count:
