@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""The load generator's ceiling on this machine: a STOMP responder that stores nothing.
+
+    python3 benchmarks/ceiling.py                    persistent16 against it, 3 runs
+    python3 benchmarks/ceiling.py --scenario persistent --repeat 5
+
+The responder does the least any broker must do for the scenario: it reads each frame,
+answers a RECEIPT at once, forwards each SEND to the next subscriber round-robin as a MESSAGE
+and reads (and forgets) the ACKs. No queue, no journal, no fsync, no redelivery. Whatever
+rate the generator reaches against it is an upper bound for every broker measured with the
+same generator on the same machine, because the generator's processes and the broker share
+the cores. docs/benchmarks.md uses it to explain issue #3's persistent16 target.
+
+It speaks only the subset ``dovecote bench`` uses (CONNECT, SUBSCRIBE, SEND, ACK, NACK,
+DISCONNECT, every frame ending in NUL with no NUL in a body) and is not a broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import cast
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from side_by_side import REPO, Broker, run_bench
+
+
+class Responder(asyncio.Protocol):
+    """One client connection of the null broker."""
+
+    subscribers: list[tuple[Responder, bytes]] = []
+    next_subscriber = 0
+    next_id = 0
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.out: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # (uvloop's is no subclass)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        Responder.subscribers = [s for s in Responder.subscribers if s[0] is not self]
+
+    def push(self, data: bytes) -> None:
+        if not self.out:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.out.append(data)
+
+    def flush(self) -> None:
+        if self.out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self.out))
+        self.out.clear()
+
+    def data_received(self, data: bytes) -> None:
+        frames = (self.buf + data).split(b"\0")
+        self.buf = frames.pop()
+        for frame in frames:
+            self.frame(frame.lstrip(b"\r\n"))
+
+    def frame(self, frame: bytes) -> None:
+        head, _, body = frame.partition(b"\n\n")
+        command, *lines = head.split(b"\n")
+        headers = dict(line.split(b":", 1) for line in lines if b":" in line)
+        receipt = headers.get(b"receipt")
+        if command == b"SEND":
+            subscribers = Responder.subscribers
+            if subscribers:
+                target, subscription = subscribers[Responder.next_subscriber % len(subscribers)]
+                Responder.next_subscriber += 1
+                Responder.next_id += 1
+                ident = b"%d" % Responder.next_id
+                target.push(
+                    b"MESSAGE\ndestination:" + headers.get(b"destination", b"") + b"\nmessage-id:"
+                    + ident + b"\nsubscription:" + subscription + b"\nack:" + ident
+                    + b"\ncontent-length:%d\n\n" % len(body) + body + b"\0"
+                )  # fmt: skip
+        elif command in (b"CONNECT", b"STOMP"):
+            self.push(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")
+        elif command == b"SUBSCRIBE":
+            Responder.subscribers.append((self, headers.get(b"id", b"0")))
+        if receipt is not None:
+            self.push(b"RECEIPT\nreceipt-id:" + receipt + b"\n\n\0")
+        if command == b"DISCONNECT":
+            self.flush()
+            if self.transport is not None:
+                self.transport.close()
+
+
+def serve(ready: threading.Event, port: list[int]) -> None:
+    try:
+        import uvloop
+
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(loop.create_server(Responder, "127.0.0.1", 0))
+    port.append(server.sockets[0].getsockname()[1])
+    ready.set()
+    loop.run_forever()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", default="persistent16")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:  # the responder's own process, so that it has a core like a broker
+        ready, bound = threading.Event(), list[int]()
+        threading.Thread(target=serve, args=(ready, bound), daemon=True).start()
+        ready.wait()
+        print(bound[0], flush=True)
+        sys.stdin.read()  # ends with the parent
+        return 0
+    child = subprocess.Popen(
+        [str(REPO / ".venv" / "bin" / "python"), __file__, "--serve"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None
+        port = int(child.stdout.readline())
+        broker = Broker("null", port, child.pid)
+        json_path = Path(f"/tmp/dovecote-ceiling-{child.pid}.json")
+        run_bench(broker, args.scenario, ["--messages", "20000"], json_path)  # warm-up
+        rates = [
+            float(str(run_bench(broker, args.scenario, [], json_path).get("msg_per_s", 0)))
+            for _ in range(args.repeat)
+        ]
+        json_path.unlink(missing_ok=True)
+        print(f"{args.scenario} against a responder that stores nothing: median "
+              f"{statistics.median(rates):,.0f} msg/s (runs: "
+              + ", ".join(f"{r:,.0f}" for r in rates) + ")")  # fmt: skip
+    finally:
+        child.kill()
+        child.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
