@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 from dovecote.core.limits import ENTRY_OVERHEAD
+from dovecote.core.message import NO_PROPERTIES
 from dovecote.pytest_plugin import BrokerThread
 from dovecote.server import FREEZE_AT, RECOVERY_BODY_BUDGET
 
@@ -82,6 +83,23 @@ def test_bodies_page_out_and_back_in(tmp_path: Path) -> None:
         paged = sum(1 for message in queue.browse() if not message.body)
         assert paged >= (N * (BODY + ENTRY_OVERHEAD) - most) // BODY > 0
         assert _drain(thread.port) == [_body(n) for n in range(N)]
+    finally:
+        thread.stop()
+
+
+def test_a_backlog_shares_its_empty_properties_and_its_timestamps(tmp_path: Path) -> None:
+    """Per-message memory: a message sent with no header of its own holds the one shared
+    empty mapping, and messages accepted in the same millisecond one timestamp object."""
+    thread = BrokerThread(data_dir=tmp_path).start()
+    try:
+        _fill(thread.port)
+        assert thread.broker is not None
+        queue = thread.broker.router.queue("paged")
+        assert queue is not None
+        messages = list(queue.browse())
+        assert len(messages) == N
+        assert all(message.properties is NO_PROPERTIES for message in messages)
+        assert len({id(m.timestamp) for m in messages}) == len({m.timestamp for m in messages})
     finally:
         thread.stop()
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dovecote.core.message import MAX_PRIORITY, Message, RoutingType
+from dovecote.core.message import MAX_PRIORITY, NO_PROPERTIES, Message, RoutingType
 from dovecote.store.record import (
     CRC,
     FORMAT_VERSION,
@@ -508,3 +508,10 @@ def test_segment_header_truncated_is_corrupt(size: int) -> None:
         _error(CorruptRecord, lambda: SegmentHeader.decode(SegmentHeader(1).encode()[:size]))
         == "segment header is truncated"
     )
+
+
+def test_messages_without_properties_share_one_empty_mapping() -> None:
+    bare = Message("ID:1", "orders", RoutingType.ANYCAST, b"x", {}, persistent=True)
+    _, _, message = decode_message_added(framed_payload_of(encode_message_added("q", 1, bare)))
+    assert message == bare
+    assert message.properties is NO_PROPERTIES  # not a dict of its own per recovered message

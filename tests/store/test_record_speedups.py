@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dovecote.core.message import Message, RoutingType
+from dovecote.core.message import NO_PROPERTIES, Message, RoutingType
 from dovecote.store import record
 from dovecote.store.record import CorruptRecord, encode_message_added, read_record
 
@@ -94,3 +94,14 @@ def test_a_priority_above_nine_is_refused() -> None:
 
 def _bodiless(message: Message) -> Message:
     return replace(message, body=b"")
+
+
+def test_a_message_without_properties_gets_the_shared_empty_mapping_as_in_the_reference() -> None:
+    bare = Message("ID:1", "orders", RoutingType.ANYCAST, b"x", {}, persistent=True)
+    for message, shared in ((bare, True), (replace(bare, properties={"k": "v"}), False)):
+        payload = payload_of("orders", 1, message)
+        for decode in (accelerated, reference):
+            found = decode(payload, True)
+            assert isinstance(found, tuple)
+            assert found[2] == message
+            assert (found[2].properties is NO_PROPERTIES) is shared

@@ -46,7 +46,13 @@ from dovecote.adapters.stomp_send import NOT_PASSED_THROUGH, Producing, expires_
 from dovecote.adapters.stomp_subscribe import SubscribeOptions, subscribe_options
 from dovecote.core import advisory
 from dovecote.core.errors import CoreError, ErrorCode, InvalidRequest, NotFound
-from dovecote.core.message import Message, QueueEntry, RoutingType, destination_uri
+from dovecote.core.message import (
+    NO_PROPERTIES,
+    Message,
+    QueueEntry,
+    RoutingType,
+    destination_uri,
+)
 from dovecote.core.queue import Consumer, consumer_queue
 from dovecote.core.router import Router
 from dovecote.core.schedule_management import is_management_destination
@@ -244,10 +250,11 @@ class StompSession(CompositeSubscriptions, LinkedSession):
             if "," in text
             else [self._core_destination(text)]
         )
-        properties = {k: v for k, v in headers.items() if k not in NOT_PASSED_THROUGH}
-        reply_to = properties.get("reply-to")
+        passed = {k: v for k, v in headers.items() if k not in NOT_PASSED_THROUGH}
+        reply_to = passed.get("reply-to")
         if reply_to is not None:
-            properties["reply-to"] = reply_to_from_client(reply_to, self._link.connection_id)
+            passed["reply-to"] = reply_to_from_client(reply_to, self._link.connection_id)
+        properties = passed or NO_PROPERTIES
         persistent = headers.get("persistent", "false").lower() == "true"
         message_id = router.new_message_id()
         priority, expires = priority_of(headers.get("priority")), expires_of(headers.get("expires"))
@@ -298,8 +305,8 @@ class StompSession(CompositeSubscriptions, LinkedSession):
             self._throttle()
 
     def _management_properties(
-        self, properties: dict[str, str], headers: Mapping[str, str]
-    ) -> dict[str, str]:
+        self, properties: Mapping[str, str], headers: Mapping[str, str]
+    ) -> Mapping[str, str]:
         """A scheduler management SEND's properties, its ``reply-to`` header in the core's
         form (``queue://<address>``, ``topic://<address>``; see core.schedule_management)."""
         reply_to = headers.get("reply-to")

@@ -19,7 +19,7 @@ DEFAULT_MEMORY_LIMIT = 1024 * 1024 * 1024
 DEFAULT_PAGE_RATIO = 0.125
 # Bytes per queued message besides its body: the Message and its headers, id and timestamp,
 # the queue entry and its seq, the journal's location of it. Measured with tracemalloc on a
-# paged 100k x 1 KiB backlog (about 480 B); a paged-out message costs only this.
+# paged 100k x 1 KiB backlog (about 500 B); a paged-out message costs only this.
 ENTRY_OVERHEAD = 512
 
 

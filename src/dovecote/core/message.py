@@ -17,6 +17,12 @@ from dovecote.values import value_class
 DEFAULT_PRIORITY = 4
 MAX_PRIORITY = 9
 
+# The properties of every message that has none: one shared dict instead of an empty one per
+# message (64 B each, for every message of a backlog, paged or not). Typed Mapping, as
+# Message.properties is, so no code can change it; whoever needs changed properties copies.
+# A dict, not a read-only proxy, because the C accelerators read properties as a dict.
+NO_PROPERTIES: Mapping[str, str] = {}
+
 
 class RoutingType(Enum):
     """How an address routes: to one queue (point-to-point) or to every subscription (topic)."""

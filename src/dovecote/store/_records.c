@@ -1,8 +1,9 @@
 /*
  * Optional C accelerator for the journal's most frequent record decode (see record.py):
  *
- * configure(message_class, anycast, multicast)
- *     Called once on import: what decode_message_added builds its messages with.
+ * configure(message_class, anycast, multicast, no_properties)
+ *     Called once on import: what decode_message_added builds its messages with (a message
+ *     without properties gets the shared no_properties dict, as in the reference).
  *
  * decode_message_added(payload, with_body)
  *     A MESSAGE_ADDED payload (record.py documents the layout) as (queue, seq, message), or
@@ -26,6 +27,7 @@
 static PyObject *message_class = NULL;
 static PyObject *anycast = NULL;
 static PyObject *multicast = NULL;
+static PyObject *no_properties = NULL;
 
 static uint64_t
 get_u64(const unsigned char *p)
@@ -73,13 +75,14 @@ take_str(const unsigned char *buf, Py_ssize_t size, Py_ssize_t *pos, int width)
 static PyObject *
 configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "configure takes 3 arguments");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "configure takes 4 arguments");
         return NULL;
     }
     Py_XSETREF(message_class, Py_NewRef(args[0]));
     Py_XSETREF(anycast, Py_NewRef(args[1]));
     Py_XSETREF(multicast, Py_NewRef(args[2]));
+    Py_XSETREF(no_properties, Py_NewRef(args[3]));
     Py_RETURN_NONE;
 }
 
@@ -141,7 +144,7 @@ decode_message_added(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (priority > MAX_PRIORITY) {
         goto done;
     }
-    properties = PyDict_New();
+    properties = count ? PyDict_New() : Py_NewRef(no_properties);
     if (properties == NULL) {
         goto done;
     }
@@ -207,7 +210,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
-     "configure(message_class, anycast, multicast)"},
+     "configure(message_class, anycast, multicast, no_properties)"},
     {"decode_message_added", (PyCFunction)(void (*)(void))decode_message_added, METH_FASTCALL,
      "decode_message_added(payload, with_body) -> (queue, seq, message) or None"},
     {NULL, NULL, 0, NULL},

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import TypeVar
 
-from dovecote.core.message import MAX_PRIORITY, Message, RoutingType
+from dovecote.core.message import MAX_PRIORITY, NO_PROPERTIES, Message, RoutingType
 
 MAGIC = b"DVCJ"
 FORMAT_VERSION = 1
@@ -351,14 +351,17 @@ def _decode_message_added(payload: Payload, with_body: bool) -> tuple[str, int, 
             payload, pos
         )
         pos += _MESSAGE_FIXED.size
-        properties: dict[str, str] = {}
-        for _ in range(count):
-            (length,) = _U16.unpack_from(payload, pos)
-            start, pos = pos + 2, pos + 2 + length
-            name = str(payload[start:pos], "utf-8")
-            (length,) = _U32.unpack_from(payload, pos)
-            start, pos = pos + 4, pos + 4 + length
-            properties[name] = str(payload[start:pos], "utf-8")
+        properties = NO_PROPERTIES
+        if count:
+            read: dict[str, str] = {}
+            for _ in range(count):
+                (length,) = _U16.unpack_from(payload, pos)
+                start, pos = pos + 2, pos + 2 + length
+                name = str(payload[start:pos], "utf-8")
+                (length,) = _U32.unpack_from(payload, pos)
+                start, pos = pos + 4, pos + 4 + length
+                read[name] = str(payload[start:pos], "utf-8")
+            properties = read
     except (struct.error, UnicodeDecodeError):
         raise CorruptRecord("message record fields do not parse") from None
     if pos > len(payload) or priority > MAX_PRIORITY:
@@ -386,5 +389,5 @@ if not os.environ.get("DOVECOTE_NO_SPEEDUPS"):
     except ImportError:  # not built: the Python decoder serves
         pass
     else:
-        _records.configure(Message, RoutingType.ANYCAST, RoutingType.MULTICAST)
+        _records.configure(Message, RoutingType.ANYCAST, RoutingType.MULTICAST, NO_PROPERTIES)
         _c_decode_message_added = _records.decode_message_added
