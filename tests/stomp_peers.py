@@ -130,6 +130,11 @@ class Inbox(stomp.ConnectionListener):
     def wait_receipt(self, receipt: str, timeout: float = TIMEOUT) -> None:
         self._wait(lambda: receipt in self.receipts, f"no receipt {receipt!r}", timeout)
 
+    def receipt_within(self, receipt: str, timeout: float) -> bool:
+        """True once the receipt has arrived; False if ``timeout`` passes first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: receipt in self.receipts, timeout)
+
     def wait_disconnected(self, timeout: float = TIMEOUT) -> None:
         self._wait(lambda: self.disconnected, "not disconnected", timeout)
 
