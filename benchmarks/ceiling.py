@@ -12,18 +12,20 @@ same generator on the same machine, because the generator's processes and the br
 the cores. docs/benchmarks.md uses it to explain issue #3's persistent16 target.
 
 It speaks only the subset ``dovecote bench`` uses (CONNECT, SUBSCRIBE, SEND, ACK, NACK,
-DISCONNECT, every frame ending in NUL with no NUL in a body) and is not a broker.
+DISCONNECT, every frame ending in NUL with no NUL in a body), one destination, and is not a
+broker.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
-import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -31,14 +33,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from side_by_side import REPO, Broker, run_bench
 
 
+@dataclass
+class Hub:
+    """What the connections share: the subscribers, served round-robin."""
+
+    subscribers: list[tuple[Responder, bytes]] = field(default_factory=list)
+    turn: int = 0
+    last_id: int = 0
+
+
 class Responder(asyncio.Protocol):
-    """One client connection of the null broker."""
+    """One client connection of the responder."""
 
-    subscribers: list[tuple[Responder, bytes]] = []
-    next_subscriber = 0
-    next_id = 0
-
-    def __init__(self) -> None:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
         self.transport: asyncio.Transport | None = None
         self.buf = b""
         self.out: list[bytes] = []
@@ -47,9 +55,10 @@ class Responder(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # (uvloop's is no subclass)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        Responder.subscribers = [s for s in Responder.subscribers if s[0] is not self]
+        self.hub.subscribers = [s for s in self.hub.subscribers if s[0] is not self]
 
     def push(self, data: bytes) -> None:
+        """Queue ``data``; everything queued in one loop turn goes out in one write."""
         if not self.out:
             asyncio.get_running_loop().call_soon(self.flush)
         self.out.append(data)
@@ -70,22 +79,21 @@ class Responder(asyncio.Protocol):
         command, *lines = head.split(b"\n")
         headers = dict(line.split(b":", 1) for line in lines if b":" in line)
         receipt = headers.get(b"receipt")
-        if command == b"SEND":
-            subscribers = Responder.subscribers
-            if subscribers:
-                target, subscription = subscribers[Responder.next_subscriber % len(subscribers)]
-                Responder.next_subscriber += 1
-                Responder.next_id += 1
-                ident = b"%d" % Responder.next_id
-                target.push(
-                    b"MESSAGE\ndestination:" + headers.get(b"destination", b"") + b"\nmessage-id:"
-                    + ident + b"\nsubscription:" + subscription + b"\nack:" + ident
-                    + b"\ncontent-length:%d\n\n" % len(body) + body + b"\0"
-                )  # fmt: skip
+        hub = self.hub
+        if command == b"SEND" and hub.subscribers:
+            target, subscription = hub.subscribers[hub.turn % len(hub.subscribers)]
+            hub.turn += 1
+            hub.last_id += 1
+            ident = b"%d" % hub.last_id
+            target.push(
+                b"MESSAGE\ndestination:" + headers.get(b"destination", b"") + b"\nmessage-id:"
+                + ident + b"\nsubscription:" + subscription + b"\nack:" + ident
+                + b"\ncontent-length:%d\n\n" % len(body) + body + b"\0"
+            )  # fmt: skip
         elif command in (b"CONNECT", b"STOMP"):
             self.push(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")
         elif command == b"SUBSCRIBE":
-            Responder.subscribers.append((self, headers.get(b"id", b"0")))
+            hub.subscribers.append((self, headers.get(b"id", b"0")))
         if receipt is not None:
             self.push(b"RECEIPT\nreceipt-id:" + receipt + b"\n\n\0")
         if command == b"DISCONNECT":
@@ -94,16 +102,23 @@ class Responder(asyncio.Protocol):
                 self.transport.close()
 
 
-def serve(ready: threading.Event, port: list[int]) -> None:
+def serve() -> None:
+    """The responder's process: print the port, serve until standard input closes."""
     try:
         import uvloop
 
         loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     except ImportError:
         loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(loop.create_server(Responder, "127.0.0.1", 0))
-    port.append(server.sockets[0].getsockname()[1])
-    ready.set()
+    hub = Hub()
+    server = loop.run_until_complete(loop.create_server(lambda: Responder(hub), "127.0.0.1", 0))
+    print(server.sockets[0].getsockname()[1], flush=True)
+
+    def on_stdin() -> None:
+        if not os.read(0, 4096):  # the parent went away
+            loop.stop()
+
+    loop.add_reader(0, on_stdin)
     loop.run_forever()
 
 
@@ -114,11 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:  # the responder's own process, so that it has a core like a broker
-        ready, bound = threading.Event(), list[int]()
-        threading.Thread(target=serve, args=(ready, bound), daemon=True).start()
-        ready.wait()
-        print(bound[0], flush=True)
-        sys.stdin.read()  # ends with the parent
+        serve()
         return 0
     child = subprocess.Popen(
         [str(REPO / ".venv" / "bin" / "python"), __file__, "--serve"],
