@@ -24,6 +24,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,29 @@ def serve() -> None:
     loop.run_forever()
 
 
+def measure(scenario: str = "persistent16", repeat: int = 3) -> list[float]:
+    """``scenario``'s rate against the responder, ``repeat`` times after a warm-up."""
+    child = subprocess.Popen(
+        [str(REPO / ".venv" / "bin" / "python"), __file__, "--serve"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None
+        port = int(child.stdout.readline())
+        broker = Broker("null", port, child.pid)
+        json_path = Path(tempfile.gettempdir()) / f"dovecote-ceiling-{child.pid}.json"
+        run_bench(broker, scenario, ["--messages", "20000"], json_path)  # warm-up
+        rates = [
+            float(str(run_bench(broker, scenario, [], json_path).get("msg_per_s", 0)))
+            for _ in range(repeat)
+        ]
+        json_path.unlink(missing_ok=True)
+        return rates
+    finally:
+        child.kill()
+        child.wait()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="persistent16")
@@ -131,27 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.serve:  # the responder's own process, so that it has a core like a broker
         serve()
         return 0
-    child = subprocess.Popen(
-        [str(REPO / ".venv" / "bin" / "python"), __file__, "--serve"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert child.stdout is not None
-        port = int(child.stdout.readline())
-        broker = Broker("null", port, child.pid)
-        json_path = Path(f"/tmp/dovecote-ceiling-{child.pid}.json")
-        run_bench(broker, args.scenario, ["--messages", "20000"], json_path)  # warm-up
-        rates = [
-            float(str(run_bench(broker, args.scenario, [], json_path).get("msg_per_s", 0)))
-            for _ in range(args.repeat)
-        ]
-        json_path.unlink(missing_ok=True)
-        print(f"{args.scenario} against a responder that stores nothing: median "
-              f"{statistics.median(rates):,.0f} msg/s (runs: "
-              + ", ".join(f"{r:,.0f}" for r in rates) + ")")  # fmt: skip
-    finally:
-        child.kill()
-        child.wait()
+    rates = measure(args.scenario, args.repeat)
+    print(f"{args.scenario} against a responder that stores nothing: median "
+          f"{statistics.median(rates):,.0f} msg/s (runs: "
+          + ", ".join(f"{r:,.0f}" for r in rates) + ")")  # fmt: skip
     return 0
 
 

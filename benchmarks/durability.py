@@ -11,7 +11,10 @@ producers with a receipt per persistent send, 4 client-individual consumers, 40k
 no consumer) with the broker's RSS once full; then the broker is stopped and started again on
 the same directory, and ``drain`` empties the backlog: time from the start command to the
 first message delivered, and the drain rate. Both fsync: KahaDB by default, Dovecote with
-``--sync always``. Prints a Markdown table. Uses ``side_by_side.py``'s helpers.
+``--sync always``. When both brokers run, persistent16 is also run against ``ceiling.py``'s
+responder that stores nothing (what the load generator reaches on this machine when the
+broker does no work; ``--no-ceiling`` skips it). Prints a Markdown table. Uses
+``side_by_side.py``'s helpers.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ceiling
 from side_by_side import (
     REPO,
     START_TIMEOUT,
@@ -154,9 +158,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--fill", type=int, default=200_000)
     parser.add_argument("--peers", type=Path, default=REPO.parent / "shared" / "peers")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the ceiling run")
     args = parser.parse_args(argv)
     names = [n for n in ("ActiveMQ", "Dovecote") if args.only in (None, n.lower())]
     results = {name: measure(name, args, args.peers) for name in names}
+    ceiling_rate = 0.0
+    if len(names) == 2 and not args.no_ceiling:
+        ceiling_rate = statistics.median(ceiling.measure("persistent16", args.repeat))
     print(
         f"\n| scenario ({args.fill:,} messages backlog) | "
         + " | ".join(names)
@@ -173,6 +181,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 ratio = " - |"
         print(f"| {label} | " + " | ".join(cells) + " |" + ratio)
+    if ceiling_rate:
+        activemq = results["ActiveMQ"].get("persistent16", 0)
+        times = f"{ceiling_rate / activemq:.2f}x ActiveMQ" if activemq else "-"
+        print(
+            f"\npersistent16 against a responder that stores nothing (the generator's ceiling "
+            f"here): {ceiling_rate:,.0f} msg/s = {times}"
+        )
     return 0
 
 
