@@ -7,9 +7,10 @@
 The responder does the least any broker must do for the scenario: it reads each frame,
 answers a RECEIPT at once, forwards each SEND to the next subscriber round-robin as a MESSAGE
 and reads (and forgets) the ACKs. No queue, no journal, no fsync, no redelivery. Whatever
-rate the generator reaches against it is an upper bound for every broker measured with the
-same generator on the same machine, because the generator's processes and the broker share
-the cores. docs/benchmarks.md uses it to explain issue #3's persistent16 target.
+rate the generator reaches against it bounds every Python broker measured with the same
+generator on the same machine, because the generator's processes and the broker share the
+cores (a responder in C would spend less on the same work). ``durability.py`` runs it after
+both brokers; docs/benchmarks.md uses it to explain issue #3's persistent16 target.
 
 It speaks only the subset ``dovecote bench`` uses (CONNECT, SUBSCRIBE, SEND, ACK, NACK,
 DISCONNECT, every frame ending in NUL with no NUL in a body), one destination, and is not a
