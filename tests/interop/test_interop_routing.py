@@ -275,7 +275,16 @@ def test_a_resend_with_the_same_id_is_delivered_once(stomp_peer, unique, header)
 # --- advisories -------------------------------------------------------------------------------
 
 
-def test_consumer_and_connection_advisories(stomp_peer, unique):
+def advisory_events(watcher, subscription: str) -> list[dict]:
+    """The JSON bodies of the advisories ``watcher`` has had on ``subscription`` so far."""
+    return [
+        json.loads(m.body)
+        for m in list(watcher.inbox.messages)
+        if m.headers["subscription"] == subscription
+    ]
+
+
+def test_consumer_and_connection_advisories(stomp_peer, unique, wait_for):
     watcher = stomp_peer()
     watcher.subscribe(f"/topic/ActiveMQ.Advisory.Consumer.Queue.{unique}", "c")
     watcher.subscribe("/topic/ActiveMQ.Advisory.Connection", "conn")
@@ -284,13 +293,9 @@ def test_consumer_and_connection_advisories(stomp_peer, unique):
     consumer.close()
 
     def events(sub: str) -> list[dict]:
-        return [
-            json.loads(m.body) for m in watcher.inbox.messages if m.headers["subscription"] == sub
-        ]
+        return advisory_events(watcher, sub)
 
-    deadline = time.monotonic() + 5
-    while len(events("c")) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: len(events("c")) >= 2)
     added, removed = events("c")[:2]
     assert added["type"] == "Consumer"
     assert (added["event"], added["consumerCount"], added["destination"]) == ("add", 1, unique)
@@ -304,7 +309,7 @@ def test_consumer_and_connection_advisories(stomp_peer, unique):
     assert message.headers["content-type"] == "application/json"
 
 
-def test_producer_advisories(stomp_peer, unique):
+def test_producer_advisories(stomp_peer, unique, wait_for):
     """A STOMP connection produces to a destination from its first SEND until it closes."""
     watcher = stomp_peer()
     watcher.subscribe(f"/topic/ActiveMQ.Advisory.Producer.Queue.{unique}", "p")
@@ -315,16 +320,13 @@ def test_producer_advisories(stomp_peer, unique):
     producer.close()
 
     def events(sub: str) -> list[dict]:
-        bodies = [
-            json.loads(m.body)
-            for m in list(watcher.inbox.messages)
-            if m.headers["subscription"] == sub
+        return [
+            b
+            for b in advisory_events(watcher, sub)
+            if b["type"] == "Producer" and b["destination"] == unique
         ]
-        return [b for b in bodies if b["type"] == "Producer" and b["destination"] == unique]
 
-    deadline = time.monotonic() + 5
-    while (len(events("p")) < 2 or len(events("all")) < 2) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: len(events("p")) >= 2 and len(events("all")) >= 2)
     added, removed = events("p")
     assert (added["event"], added["producerCount"]) == ("add", 1)
     assert (removed["event"], removed["producerCount"]) == ("remove", 0)
