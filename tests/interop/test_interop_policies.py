@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,23 @@ def start(tmp: Path, data_dir: Path, name: str) -> BrokerProcess:
     config = tmp / "dovecote.toml"
     config.write_text(CONFIG)
     return launch_broker(data_dir, tmp / f"{name}.log", "--config", str(config))
+
+
+@contextmanager
+def cut_off_at_end(port: int) -> Iterator[Callable[[], Peer]]:
+    """Connect peers to ``port``; when the block ends their sockets are cut, no DISCONNECT
+    (what a restart or a kill -9 leaves a client with)."""
+    peers: list[Peer] = []
+
+    def connect() -> Peer:
+        peers.append(Peer(port))
+        return peers[-1]
+
+    try:
+        yield connect
+    finally:
+        for p in peers:
+            p.conn.transport.disconnect_socket()
 
 
 def restarted(tmp: Path, broker: BrokerProcess, how: str) -> BrokerProcess:
@@ -186,14 +204,11 @@ def test_last_value_queue_keeps_the_latest_per_key(peer, unique):
 def test_dead_letters_and_delivery_counts_survive(tmp_path: Path, how: str) -> None:
     queue = "/queue/it.durable.work"
     broker = start(tmp_path, tmp_path / "data", "first")
-    peers: list[Peer] = []
-    try:
-        producer = Peer(broker.port)
-        peers.append(producer)
+    with cut_off_at_end(broker.port) as connect:
+        producer = connect()
         producer.send(queue, "poison", persistent="true")
         producer.send(queue, "slow", persistent="true")
-        consumer = Peer(broker.port)
-        peers.append(consumer)
+        consumer = connect()
         consumer.subscribe(queue, "0", ack="client-individual", **{"activemq.prefetchSize": "1"})
         (poison,) = consumer.inbox.wait_messages(1)
         consumer.conn.nack(poison.headers["ack"])
@@ -203,9 +218,6 @@ def test_dead_letters_and_delivery_counts_survive(tmp_path: Path, how: str) -> N
         assert slow.body == "slow"  # delivered once, never acknowledged
         # Everything before this receipt is durable (lazy acks and counts included).
         producer.send("/queue/it.durable.sync", "sync", persistent="true")
-    finally:
-        for p in peers:
-            p.conn.transport.disconnect_socket()
     broker = restarted(tmp_path, broker, how)
     try:
         dlq = Peer(broker.port)
@@ -240,22 +252,16 @@ def test_a_redelivery_hold_survives(tmp_path: Path, how: str) -> None:
     available at once after one): not delivered before the delay ends, then redelivered."""
     queue = "/queue/it.held.work"
     broker = start(tmp_path, tmp_path / "data", "first")
-    peers: list[Peer] = []
-    try:
-        producer = Peer(broker.port)
-        peers.append(producer)
+    with cut_off_at_end(broker.port) as connect:
+        producer = connect()
         producer.send(queue, "held", persistent="true")
-        consumer = Peer(broker.port)
-        peers.append(consumer)
+        consumer = connect()
         consumer.subscribe(queue, "0", ack="client-individual")
         (first,) = consumer.inbox.wait_messages(1)
         consumer.conn.nack(first.headers["ack"])
         nacked = time.monotonic()
         # Everything before this receipt is durable (the lazily written hold included).
         producer.send("/queue/it.held.sync", "sync", persistent="true")
-    finally:
-        for p in peers:
-            p.conn.transport.disconnect_socket()
     broker = restarted(tmp_path, broker, how)
     try:
         consumer = Peer(broker.port)
@@ -283,41 +289,35 @@ def test_last_values_bounds_and_priorities_survive(tmp_path: Path, how: str) -> 
     recovered priorities are still served highest first."""
     lvq, full, ranked = "/queue/it.lvq.kept", "/queue/it.reject.kept", "/queue/it.durable.ranked"
     broker = start(tmp_path, tmp_path / "data", "first")
-    producer = Peer(broker.port)
-    try:
+    with cut_off_at_end(broker.port) as connect:
+        producer = connect()
         producer.send(lvq, "acme 1", symbol="ACME", persistent="true")
         producer.send(lvq, "bolt 1", symbol="BOLT", persistent="true")
         producer.send(full, "one", persistent="true")
         producer.send(full, "two", persistent="true")
         for body, priority in (("low", 1), ("high", 9), ("mid", 5), ("high too", 9)):
             producer.send(ranked, body, priority=str(priority), persistent="true")
-    finally:
-        producer.conn.transport.disconnect_socket()
     broker = restarted(tmp_path, broker, how)
-    peers: list[Peer] = []
     try:
-        producer = Peer(broker.port)
-        peers.append(producer)
-        producer.send(lvq, "acme 2", symbol="ACME", persistent="true")
-        producer.conn.send(full, "three", headers={"receipt": "full", "persistent": "true"})
-        producer.inbox.wait_disconnected()
-        (error,) = producer.inbox.errors
-        assert error.headers["receipt-id"] == "full"
-        assert "is full (2 messages waiting" in error.headers["message"]
-        consumer = Peer(broker.port)
-        peers.append(consumer)
-        consumer.subscribe(lvq, "lvq")
-        assert [m.body for m in consumer.inbox.wait_messages(2)] == ["bolt 1", "acme 2"]
-        consumer.subscribe(full, "full")
-        assert [m.body for m in consumer.inbox.wait_messages(4)[2:]] == ["one", "two"]
-        consumer.subscribe(ranked, "ranked")
-        assert [m.body for m in consumer.inbox.wait_messages(8)[4:]] == [
-            "high",
-            "high too",
-            "mid",
-            "low",
-        ]
+        with cut_off_at_end(broker.port) as connect:
+            producer = connect()
+            producer.send(lvq, "acme 2", symbol="ACME", persistent="true")
+            producer.conn.send(full, "three", headers={"receipt": "full", "persistent": "true"})
+            producer.inbox.wait_disconnected()
+            (error,) = producer.inbox.errors
+            assert error.headers["receipt-id"] == "full"
+            assert "is full (2 messages waiting" in error.headers["message"]
+            consumer = connect()
+            consumer.subscribe(lvq, "lvq")
+            assert [m.body for m in consumer.inbox.wait_messages(2)] == ["bolt 1", "acme 2"]
+            consumer.subscribe(full, "full")
+            assert [m.body for m in consumer.inbox.wait_messages(4)[2:]] == ["one", "two"]
+            consumer.subscribe(ranked, "ranked")
+            assert [m.body for m in consumer.inbox.wait_messages(8)[4:]] == [
+                "high",
+                "high too",
+                "mid",
+                "low",
+            ]
     finally:
-        for p in peers:
-            p.conn.transport.disconnect_socket()
         assert broker.stop() == 0
