@@ -287,16 +287,15 @@ class StompSession(CompositeSubscriptions, LinkedSession):
             tx = self._transaction(tx_id)
             for message in messages:
                 tx.add_send(message)
-            if text not in self._producing.seen:
-                self._producing.add(text, destinations, self._advisory_fields("add"))
-            self._receipt(frame)
-            return
-        if len(messages) == 1:
+        elif len(messages) == 1:
             router.send(messages[0])
         else:
             router.send_all(messages)  # a composite destination: all or none
         if text not in self._producing.seen:  # (all a repeated SEND costs: see Producing)
             self._producing.add(text, destinations, self._advisory_fields("add"))
+        if tx_id is not None:
+            self._receipt(frame)
+            return
         if persistent or management:  # (a REMOVE is acked in the journal: durable first)
             self._receipt_when_durable(frame)
         else:
