@@ -292,16 +292,13 @@ def test_consumer_and_connection_advisories(stomp_peer, unique, wait_for):
     consumer.subscribe(f"/queue/{unique}", "mine")
     consumer.close()
 
-    def events(sub: str) -> list[dict]:
-        return advisory_events(watcher, sub)
-
-    wait_for(lambda: len(events("c")) >= 2)
-    added, removed = events("c")[:2]
+    wait_for(lambda: len(advisory_events(watcher, "c")) >= 2)
+    added, removed = advisory_events(watcher, "c")[:2]
     assert added["type"] == "Consumer"
     assert (added["event"], added["consumerCount"], added["destination"]) == ("add", 1, unique)
     assert added["consumerId"].startswith("mine@")
     assert (removed["event"], removed["consumerCount"]) == ("remove", 0)
-    connection_events = [(e["event"], e["connectionId"]) for e in events("conn")]
+    connection_events = [(e["event"], e["connectionId"]) for e in advisory_events(watcher, "conn")]
     assert ("open", added["connectionId"]) in connection_events
     assert ("close", added["connectionId"]) in connection_events
     message = watcher.inbox.messages[0]
